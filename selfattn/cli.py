@@ -1,15 +1,20 @@
 """`selfattn <command>`: thin. Parses, validates, calls the library.
 
-Every user error (a bad option, an unknown recipe, a bad override) prints one line and exits
-with status 2; tracebacks are for bugs.
+Each command lives in ``selfattn/commands/<name>.py`` with ``register(subparsers)``, which adds
+its parser and sets ``func``. Every user error (a bad option, an unknown recipe, a bad override,
+a missing file) prints one line and exits with status 2; tracebacks are for bugs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from . import __version__
+from .config import ConfigError
+
+COMMANDS = ("demo",)
 
 
 class UsageError(Exception):
@@ -17,24 +22,18 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's default prints usage; we print one line
-        raise UsageError(message)
+    def error(self, message):  # argparse's default prints the usage block; we print one line
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="selfattn", description="Self-attention and the transformer: train, generate, inspect.")
+    p = _Parser(prog="selfattn", description="Self-attention and the transformer: train, generate, inspect.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--version", action="version", version=f"selfattn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    d = sub.add_parser("demo", help="show the mechanism step by step on a tiny example")
-    d.set_defaults(func=_cmd_demo)
+    for name in COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).register(sub)
     return p
-
-
-def _cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    run_demo()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return int(args.func(args) or 0)
-    except (UsageError, ValueError, TypeError, FileNotFoundError) as e:
+    except (UsageError, ConfigError, ValueError, TypeError, FileNotFoundError, NotADirectoryError) as e:
         # One line, no traceback: the message names the parameter, the value and what is allowed.
         print(f"selfattn: error: {e}", file=sys.stderr)
         return 2
