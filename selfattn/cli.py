@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .config import ConfigError
 
-COMMANDS = ("demo",)
+COMMANDS = ("train", "generate", "recipes", "demo")
 
 
 class UsageError(Exception):

@@ -1,0 +1,53 @@
+"""`selfattn train RECIPE [key=value ...]` and `selfattn train --resume RUN_DIR`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a recipe (see `selfattn recipes`)",
+                       description="Train a recipe. Overrides like model.n_layer=4 train.max_steps=200 are "
+                                   "checked against the recipe's config fields and types.")
+    p.add_argument("recipe", nargs="?", help="recipe name, e.g. shakespeare-char")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. model.n_layer=4 train.max_steps=200 train.lr=1e-3")
+    p.add_argument("--run-dir", help="run folder (default: runs/<recipe>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..config import apply_overrides, from_dict, to_dict
+    from ..recipes import get_recipe
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg_path = run_dir / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"--resume {run_dir}: not a run folder (no config.json)")
+        if args.overrides or (args.recipe and "=" in args.recipe):
+            raise ValueError("--resume continues a run exactly as it was started; overrides are not allowed")
+        saved = json.loads(cfg_path.read_text())
+        recipe = get_recipe(saved["recipe"])
+        cfg = from_dict(type(recipe.default_config()), saved)
+        print(f"resuming {run_dir}", file=sys.stderr)
+        recipe.run(cfg, run_dir, resume=True)
+        return 0
+    if not args.recipe:
+        raise ValueError("train needs a recipe name (see `selfattn recipes`) or --resume RUN_DIR")
+    recipe = get_recipe(args.recipe)
+    cfg = apply_overrides(recipe.default_config(), args.overrides)
+    if args.print_config:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    run_dir = Path(args.run_dir or f"runs/{recipe.NAME}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+        raise ValueError(f"--run-dir {run_dir} already holds a run; use --resume {run_dir} or another folder")
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    recipe.run(cfg, run_dir)
+    return 0

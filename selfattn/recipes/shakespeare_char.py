@@ -1,0 +1,28 @@
+"""The main job: a character-level GPT on Shakespeare's plays, sized for 10 minutes on 2 CPU cores.
+
+Validation is three whole plays the model never sees (Julius Caesar, The Tempest, Hamlet).
+"""
+
+from ..lm import LMDataConfig, LMRunConfig, SampleConfig, run_lm_recipe
+from ..models.gpt import GPTConfig
+from ..train import TrainConfig
+
+NAME = "shakespeare-char"
+DESCRIPTION = "char-level GPT-2-style model on 38 Shakespeare plays (10 min on 2 CPU cores)"
+
+
+def default_config() -> LMRunConfig:
+    return LMRunConfig(
+        recipe=NAME,
+        model=GPTConfig(block_size=128, n_layer=4, n_head=4, n_embd=192, dropout=0.0, position="learned",
+                        activation="gelu_tanh", norm="layernorm", bias=True, tie_embeddings=True),
+        data=LMDataConfig(corpus="shakespeare", tokenizer="char"),
+        train=TrainConfig(max_steps=6000, batch_size=32, lr=2e-3, min_lr=1e-4, warmup_steps=200,
+                          weight_decay=0.1, beta2=0.99, eval_every=500, eval_batches=40,
+                          checkpoint_every=1000, max_minutes=10.0, dtype="auto"),
+        sample=SampleConfig(prompt="ROMEO:\n", max_new_tokens=600, temperature=0.8, top_p=0.95),
+    )
+
+
+def run(cfg: LMRunConfig, run_dir, resume: bool = False) -> dict:
+    return run_lm_recipe(cfg, run_dir, resume=resume)

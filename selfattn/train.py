@@ -1,0 +1,375 @@
+"""The Trainer: model-agnostic. A task gives batches by position and a loss; the Trainer owns the
+optimizer, the schedule, precision, accumulation, clipping, evaluation, checkpoints, logging and
+(under ``torchrun``) DistributedDataParallel.
+
+Exact resume rests on one rule: nothing depends on history that is not in the checkpoint. The
+batch for micro-step i is a pure function of (seed, i); the learning rate is a function of the
+step; the RNG states, optimizer state and step are saved; so a run resumed from step s repeats
+bit for bit what the uninterrupted run did after step s (same torch, threads and platform).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from contextlib import nullcontext
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.distributed as dist
+
+from .checkpoint import (CheckpointError, clean_temporaries, complete_checkpoints, load_state, load_weights,
+                         write_checkpoint)
+from .config import check_choice, check_range
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 2000
+    batch_size: int = 32  # sequences per optimizer step, summed over processes and accumulation
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 = off
+    eval_every: int = 250
+    eval_batches: int = 20
+    checkpoint_every: int = 500
+    keep_last: int = 2
+    max_minutes: float = 0.0  # stop (and save) after this much training time; 0 = no limit
+    seed: int = 1337
+    dtype: str = "auto"  # auto = bf16 autocast where the CPU/GPU supports it
+    compile: bool = False
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    log_every: int = 10
+    on_nan: str = "stop"  # stop | skip
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches",
+                     "checkpoint_every", "keep_last", "log_every"):
+            check_range(f"train.{name}", getattr(self, name), 1)
+        check_range("train.lr", self.lr, 0.0, lo_open=True)
+        check_range("train.min_lr", self.min_lr, 0.0)
+        check_range("train.warmup_steps", self.warmup_steps, 0)
+        check_range("train.weight_decay", self.weight_decay, 0.0)
+        check_range("train.beta1", self.beta1, 0.0, 1.0, hi_open=True)
+        check_range("train.beta2", self.beta2, 0.0, 1.0, hi_open=True)
+        check_range("train.grad_clip", self.grad_clip, 0.0)
+        check_range("train.max_minutes", self.max_minutes, 0.0)
+        check_range("train.threads", self.threads, 0)
+        check_choice("train.dtype", self.dtype, DTYPES)
+        check_choice("train.on_nan", self.on_nan, ("stop", "skip"))
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"train.batch_size={self.batch_size} must be divisible by "
+                             f"train.grad_accum={self.grad_accum}")
+
+
+class Task(Protocol):
+    """What the Trainer needs from a recipe."""
+
+    def batch(self, split: str, index: int, size: int, rows: slice | None = None) -> Any: ...
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor: ...
+
+    def tokens(self, batch: Any) -> int: ...
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to lr, then cosine decay to min_lr at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def environment() -> dict:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version()}
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(_flatten_py_random(random.getstate()))}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _flatten_py_random(s):
+    version, internal, gauss = s
+    return [version, *internal, -1 if gauss is None else gauss]
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    gauss = py[-1]
+    random.setstate((int(py[0]), tuple(int(x) for x in py[1:-1]), None if gauss == -1 else gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, task: Task, cfg: TrainConfig, run_dir: str | Path, *,
+                 save_files: Callable[[Path], None] | None = None, device: str | None = None):
+        self.cfg, self.task, self.run_dir = cfg, task, Path(run_dir)
+        self.save_files = save_files
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if device is None:
+            device = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        per_rank = cfg.batch_size // cfg.grad_accum
+        if per_rank % self.world:
+            raise ValueError(f"train.batch_size/grad_accum={per_rank} must be divisible by the "
+                             f"{self.world} processes")
+        self.micro = per_rank  # rows per micro-step over all ranks
+        self.model = model.to(self.device)
+        self.amp_dtype = resolve_dtype(cfg.dtype, self.device)
+        groups = model.param_groups(cfg.weight_decay) if hasattr(model, "param_groups") else \
+            [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                           fused=self.device.type in ("cpu", "cuda"))
+        self.step = 0
+        self.best_val = math.inf
+        self.skipped = 0
+        self.train_seconds = 0.0
+        self.wrapped = model
+        if self.world > 1:
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+        self.forward_model = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.is_main = self.rank == 0
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+                "best_val": self.best_val, "skipped": self.skipped, "train_seconds": self.train_seconds,
+                "env": json.dumps(environment())}
+
+    def save(self, *, best: bool = False) -> Path | None:
+        if not self.is_main:
+            return None
+        meta = {"step": self.step, "best_val": self.best_val, **environment()}
+        target = self.ckpt_dir / ("best" if best else f"step-{self.step:08d}")
+        path = write_checkpoint(target, self.model, state=None if best else self._state(),
+                                extra_files=self.save_files, meta=meta)
+        if not best:
+            for old in complete_checkpoints(self.ckpt_dir)[:-self.cfg.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def last_checkpoint(self) -> Path | None:
+        done = complete_checkpoints(self.ckpt_dir)
+        return done[-1] if done else None
+
+    def resume(self) -> None:
+        """Continue from the newest complete checkpoint of ``run_dir``."""
+        clean_temporaries(self.ckpt_dir)
+        done = complete_checkpoints(self.ckpt_dir)
+        if not done:
+            raise CheckpointError(f"{self.run_dir} has no complete checkpoint to resume from")
+        newest = done[-1]
+        fallback = done[-2] if len(done) > 1 else None
+        load_weights(newest, self.model, fallback)
+        state = load_state(newest)
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best_val = float(state["best_val"])
+        self.skipped = int(state["skipped"])
+        self.train_seconds = float(state["train_seconds"])
+        saved_env = json.loads(state["env"])
+        now = environment()
+        diff = {k: (saved_env.get(k), v) for k, v in now.items() if saved_env.get(k) != v}
+        if diff and self.is_main:
+            warnings.warn(f"resuming on a different environment {diff}: the continuation may not be "
+                          "bit-identical to an uninterrupted run", stacklevel=2)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32)
+
+    def _rows(self) -> slice | None:
+        if self.world == 1:
+            return None
+        per = self.micro // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> float:
+        self.model.eval()
+        losses = []
+        for i in range(self.cfg.eval_batches):
+            batch = self.task.batch(split, i, self.micro, rows=self._rows())
+            with self._autocast():
+                losses.append(float(self.task.loss(self.model, batch)))
+        self.model.train()
+        mean = sum(losses) / len(losses)
+        if self.world > 1:
+            t = torch.tensor([mean], device=self.device)
+            dist.all_reduce(t)
+            mean = float(t) / self.world
+        return mean
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step (grad_accum micro-steps); returns (loss, tokens) of this step."""
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total, tokens = 0.0, 0
+        for micro in range(cfg.grad_accum):
+            index = self.step * cfg.grad_accum + micro  # the data position: a pure function of the step
+            batch = self.task.batch("train", index, self.micro, rows=self._rows())
+            sync = micro == cfg.grad_accum - 1
+            ctx = self.wrapped.no_sync() if (self.world > 1 and not sync) else nullcontext()
+            with ctx:
+                with self._autocast():
+                    loss = self.task.loss(self.forward_model, batch) / cfg.grad_accum
+                loss.backward()
+            total += float(loss)
+            tokens += self.task.tokens(batch) * self.world
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip
+                                                   else float("inf"))
+        if not (math.isfinite(total) and math.isfinite(float(grad_norm))):
+            what = "loss" if not math.isfinite(total) else "gradient norm"
+            if cfg.on_nan == "skip":
+                self.optimizer.zero_grad(set_to_none=True)
+                self.skipped += 1
+                return total, tokens
+            last = self.last_checkpoint()
+            raise TrainingError(f"non-finite {what} at step {self.step}; the last good checkpoint is "
+                                f"{last if last else 'none'} (train.on_nan=skip skips such steps)")
+        self.optimizer.step()
+        return total, tokens
+
+    def fit(self, *, resume: bool = False, on_eval: Callable[[int, float], None] | None = None) -> dict:
+        cfg = self.cfg
+        if resume:
+            self.resume()
+        else:
+            torch.manual_seed(cfg.seed)
+            random.seed(cfg.seed)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            clean_temporaries(self.ckpt_dir)
+            if not resume:
+                self.save()  # step 0: a kill at any later moment still leaves a readable checkpoint
+        metrics_file = open(self.run_dir / "metrics.jsonl", "a") if self.is_main else None
+        bar = None
+        if self.is_main and cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                       file=sys.stderr, mininterval=1.0)
+        stop_reason = "max_steps"
+        stop_signal = {"hit": False}
+        previous = signal.getsignal(signal.SIGTERM)
+        if self.is_main:
+            signal.signal(signal.SIGTERM, lambda *_: stop_signal.update(hit=True))
+        self.model.train()
+        tokens_window, time_window = 0, 0.0
+        try:
+            while self.step < cfg.max_steps:
+                t0 = time.perf_counter()
+                loss, tokens = self.train_step()
+                dt = time.perf_counter() - t0
+                self.train_seconds += dt
+                self.step += 1
+                tokens_window += tokens
+                time_window += dt
+                if self.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
+                    rate = tokens_window / max(time_window, 1e-9)
+                    rec = {"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg),
+                           "tokens_per_s": rate, "train_seconds": self.train_seconds}
+                    metrics_file.write(json.dumps(rec) + "\n")
+                    metrics_file.flush()
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}")
+                    tokens_window, time_window = 0, 0.0
+                if bar is not None:
+                    bar.update(1)
+                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                    val = self.evaluate()
+                    if self.is_main:
+                        metrics_file.write(json.dumps({"step": self.step, "val_loss": val,
+                                                       "train_seconds": self.train_seconds}) + "\n")
+                        metrics_file.flush()
+                        if bar is not None:
+                            bar.write(f"step {self.step}: val loss {val:.4f}")
+                        if on_eval:
+                            on_eval(self.step, val)
+                        if val < self.best_val:
+                            self.best_val = val
+                            self.save(best=True)
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save()
+                if cfg.max_minutes and self.train_seconds >= cfg.max_minutes * 60:
+                    stop_reason = "max_minutes"
+                    break
+                if stop_signal["hit"]:
+                    stop_reason = "SIGTERM"
+                    break
+        except KeyboardInterrupt:
+            stop_reason = "interrupted"
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if self.is_main:
+                signal.signal(signal.SIGTERM, previous)
+                last = self.last_checkpoint()
+                if last is None or int(last.name.split("-")[1]) != self.step:
+                    try:
+                        self.save()
+                    except CheckpointError as e:  # non-finite weights: keep the last good one
+                        print(f"selfattn: {e}", file=sys.stderr)
+                metrics_file.close()
+        return {"steps": self.step, "stop_reason": stop_reason, "best_val": self.best_val,
+                "train_seconds": self.train_seconds, "skipped": self.skipped}
