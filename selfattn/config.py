@@ -129,19 +129,11 @@ def from_dict(cls, data: dict):
             value = from_dict(typ, value)
         elif typing.get_origin(typ) is tuple and isinstance(value, list):
             value = tuple(value)
+        if not _is_instance(value, typ):
+            # checked before construction, so __post_init__ never sees a value of the wrong type
+            raise ConfigError(f"{cls.__name__}.{name}={value!r} has the wrong type; expected {typ}")
         kwargs[name] = value
-    obj = cls(**kwargs)
-    _check_types(obj)
-    return obj
-
-
-def _check_types(obj) -> None:
-    """Reject a value of the wrong type for a field (e.g. a str where an int is declared)."""
-    hints = _field_types(type(obj))
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        if not _is_instance(v, hints[f.name]):
-            raise ConfigError(f"{type(obj).__name__}.{f.name}={v!r} has the wrong type; expected {hints[f.name]}")
+    return cls(**kwargs)
 
 
 def _is_instance(v, typ) -> bool:

@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from .checkpoint import (CheckpointError, clean_temporaries, complete_checkpoints, load_state, load_weights,
                          write_checkpoint)
-from .config import check_choice, check_range
+from .config import ConfigError, check_choice, check_range
 
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -76,7 +76,7 @@ class TrainConfig:
         check_choice("train.dtype", self.dtype, DTYPES)
         check_choice("train.on_nan", self.on_nan, ("stop", "skip"))
         if self.batch_size % self.grad_accum:
-            raise ValueError(f"train.batch_size={self.batch_size} must be divisible by "
+            raise ConfigError(f"train.batch_size={self.batch_size} must be divisible by "
                              f"train.grad_accum={self.grad_accum}")
 
 
@@ -273,7 +273,7 @@ class Trainer:
                 with self._autocast():
                     loss = self.task.loss(self.forward_model, batch) / cfg.grad_accum
                 loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
             tokens += self.task.tokens(batch) * self.world
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip
                                                    else float("inf"))

@@ -1,0 +1,35 @@
+import os
+
+import pytest
+import torch
+
+# Two cores: keep each test process on a fixed, small thread count so results are repeatable.
+torch.set_num_threads(int(os.environ.get("SELFATTN_TEST_THREADS", "1")))
+
+
+class CountingTask:
+    """A tiny deterministic task for trainer tests: predict (x_t + 1) mod V, keyed by position."""
+
+    def __init__(self, vocab: int = 16, block: int = 12, seed: int = 0):
+        self.vocab, self.block, self.seed = vocab, block, seed
+
+    def batch(self, split, index, size, rows=None):
+        g = torch.Generator().manual_seed(hash((self.seed, split, index)) % (2**31))
+        start = torch.randint(0, self.vocab, (size, 1), generator=g)
+        x = (start + torch.arange(self.block)) % self.vocab
+        y = (x + 1) % self.vocab
+        if rows is not None:
+            x, y = x[rows], y[rows]
+        return x, y
+
+    def loss(self, model, batch):
+        x, y = batch
+        return model(x, targets=y)[1]
+
+    def tokens(self, batch):
+        return batch[0].numel()
+
+
+@pytest.fixture
+def counting_task():
+    return CountingTask()
