@@ -124,7 +124,7 @@ def train_lm(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False) -> dict:
         tok.save(run_dir / "tokenizer")
         n = model.num_params()
         print(f"model: {n / 1e6:.2f} M parameters, {model.flops_per_token(training=True) / 1e6:.1f} MFLOP/token "
-              f"(training); tokens: train {data.size('train'):,}, val {data.size('val'):,}; "
+              f"(training); tokens: train {len(data.split('train')):,}, val {len(data.split('val')):,}; "
               f"precision {trainer.amp_dtype}", file=sys.stderr)
     result = trainer.fit(resume=resume)
     result["params"] = model.num_params()
