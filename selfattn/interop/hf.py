@@ -60,13 +60,20 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_tokenizer(path: Path):
-    """The folder's tokenizer.json as a ``tokenizers.Tokenizer``, or None when there is none."""
+    """The folder's tokenizer.json wrapped as our ``HFTokenizer``, or None when there is none.
+    The end-of-text id comes from config.json's ``eos_token_id`` where it is set."""
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():
         return None
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(tok_file))
+    from ..tokenizers import HFTokenizer
+
+    eos = None
+    cfg_file = path / "config.json"
+    if cfg_file.is_file():
+        eos = json.loads(cfg_file.read_text()).get("eos_token_id")
+    return HFTokenizer(Tokenizer.from_file(str(tok_file)), eos_id=eos if isinstance(eos, int) else None)
 
 
 # ---- checking and renaming -------------------------------------------------------------------

@@ -200,8 +200,8 @@ def test_tokenizer_json_is_returned(tmp_path):
     tok = Tokenizer(models.WordLevel({"hello": 0, "world": 1, "[UNK]": 2}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(tmp_path / "tokenizer.json"))
-    _, loaded = load_hf(tmp_path)
-    assert loaded.encode("hello world").ids == [0, 1]
+    _, loaded = load_hf(tmp_path)  # wrapped as our HFTokenizer
+    assert loaded.encode("hello world") == [0, 1] and loaded.decode([0, 1]) == "hello world"
 
 
 # ---- damaged folders: one error that names every problem -----------------------------------
