@@ -110,7 +110,7 @@ _NOPOS = tiny(position="none", type_vocab_size=0)
 _LEARNED = tiny()
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(st.permutations(list(range(9))), st.integers(0, 2**31 - 1))
 def test_no_positions_is_permutation_equivariant(perm, seed):
     g = torch.Generator().manual_seed(seed)
@@ -128,20 +128,20 @@ def test_learned_positions_break_permutation_equivariance():
 
 
 # ---- heads ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("pooling,pooler", [("cls", False), ("cls", True), ("mean", False)])
+@pytest.mark.parametrize("pooling,pooler", [("cls", True), ("mean", False)])
 def test_classifier_learns_a_toy_rule(pooling, pooler):
     """label = 1 iff token 7 occurs; a few Adam steps on one batch must cut the loss."""
     model = tiny(n_classes=2, pooling=pooling, pooler=pooler).train()
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(8, V, (32, 10), generator=g)
+    ids = torch.randint(8, V, (16, 8), generator=g)
     ids[:, 0] = 1  # [CLS]
-    labels = torch.arange(32) % 2
+    labels = torch.arange(16) % 2
     ids[labels == 1, 4] = 7
-    opt = torch.optim.AdamW(model.param_groups(0.01), lr=3e-3)
+    opt = torch.optim.AdamW(model.param_groups(0.01), lr=1e-2)
     out = model(ids, labels=labels)
-    assert out.logits.shape == (32, 2) and out.hidden.shape == (32, 10, 32) and out.mlm_logits is None
+    assert out.logits.shape == (16, 2) and out.hidden.shape == (16, 8, 32) and out.mlm_logits is None
     first = out.loss.item()
-    for _ in range(25):
+    for _ in range(12):
         loss = model(ids, labels=labels).loss
         opt.zero_grad()
         loss.backward()
