@@ -182,7 +182,11 @@ class Encoder(nn.Module):
         when there is one, as BERT) or the mean over real tokens, by ``config.pooling``."""
         if self.config.pooling == "mean":
             return self.mean_pool(hidden, attention_mask)
-        first = hidden[:, 0]  # (B, D): [CLS]; with left padding, pass the ids right-padded
+        first = hidden[:, 0]  # (B, D): [CLS]
+        if attention_mask is not None:
+            # The first *real* token, so a left-padded batch pools [CLS] too.
+            start = attention_mask.long().argmax(dim=1)  # (B,)
+            first = hidden[torch.arange(hidden.shape[0], device=hidden.device), start]
         return torch.tanh(self.pooler(first)) if self.pooler is not None else first
 
     def sentence_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -34,7 +34,7 @@ def _pad(seqs, side, pad=0):
 
 # ---- padding -------------------------------------------------------------------------------
 @pytest.mark.parametrize("side", ["right", "left"])
-@pytest.mark.parametrize("kw", [dict(), dict(prenorm=True), dict(position="sinusoidal", type_vocab_size=0),
+@pytest.mark.parametrize("kw", [dict(pooler=True), dict(prenorm=True), dict(position="sinusoidal", type_vocab_size=0),
                                 dict(attn_backend="torch")])
 def test_padded_batch_equals_each_sequence_alone(side, kw):
     model = tiny(**kw)
@@ -44,12 +44,14 @@ def test_padded_batch_equals_each_sequence_alone(side, kw):
     with torch.no_grad():
         batch = model.encode(ids, mask)  # (B, T, D)
         emb = model.sentence_embedding(ids, mask)
+        pooled = model.pool(batch, mask)  # first real token, through the pooler
         for b, s in enumerate(seqs):
             alone = model.encode(torch.tensor([s]))[0]  # (n, D)
             real = mask[b].bool()
             torch.testing.assert_close(batch[b][real], alone, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(emb[b], model.sentence_embedding(torch.tensor([s]))[0],
                                        atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(pooled[b], model.pool(alone[None], None)[0], atol=1e-5, rtol=1e-5)
 
 
 def test_padding_changes_nothing_only_because_it_is_masked():
