@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..models.gpt import GPT, GPTConfig
+from .hf_bert import load_bert
 
 # ---- reading a folder ------------------------------------------------------------------------
 
@@ -263,7 +264,7 @@ def load_llama(cfg: dict, tensors: dict[str, torch.Tensor], path: Path):
 
 # ---- the public entry points -----------------------------------------------------------------
 
-HF_LOADERS: dict[str, Callable] = {"gpt2": load_gpt2, "llama": load_llama}
+HF_LOADERS: dict[str, Callable] = {"gpt2": load_gpt2, "llama": load_llama, "bert": load_bert}
 
 
 def load_hf(path: str | Path):

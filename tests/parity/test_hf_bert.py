@@ -220,3 +220,19 @@ def test_minilm_sentence_embeddings_match_the_packaged_pipeline(minilm):
     # Sanity on meaning, not numbers: the two reviews are closer to each other than to the attention line.
     sim = got @ got.T
     assert sim[0, 1] > sim[0, 2] and sim[0, 1] > sim[1, 2]
+
+
+def test_load_hf_dispatches_bert(tmp_path):
+    """`selfattn.interop.load_hf` is one entry point for GPT-2, Llama and BERT folders."""
+    from selfattn.interop import load_hf
+    from selfattn.models import Encoder
+
+    torch.manual_seed(0)
+    hf = transformers.BertModel(transformers.BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=32)).eval()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    ours, _ = load_hf(tmp_path)
+    assert isinstance(ours, Encoder)
+    ids = torch.randint(0, 50, (2, 9))
+    torch.testing.assert_close(ours.encode(ids), hf(ids).last_hidden_state, atol=1e-5, rtol=1e-5)
