@@ -1,5 +1,7 @@
 """Models built from the shared blocks: each one readable top to bottom."""
 
 from .gpt import GPT, GPTConfig
+from .seq2seq import Seq2Seq, Seq2SeqConfig
+from .vit import ViT, ViTConfig
 
-__all__ = ["GPT", "GPTConfig"]
+__all__ = ["GPT", "GPTConfig", "Seq2Seq", "Seq2SeqConfig", "ViT", "ViTConfig"]
