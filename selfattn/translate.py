@@ -84,9 +84,9 @@ def beam_search(model: Seq2Seq, src_ids: torch.Tensor, src_mask: torch.Tensor | 
                 return_scores: bool = False):
     """src_ids (B, S) -> (B, L) ids of the best hypothesis per row [and its (B,) score].
 
-    Each step extends every live beam by every token and keeps the 2K best candidates: those
-    ending in EOS join the row's finished set (scored by log-prob / lp(length)), the K best others
-    stay alive. A row stops once K hypotheses have ended with EOS (early stopping); the batch stops
+    Each step extends every live beam by every token and keeps the 2K best candidates: those among
+    the K best that end in EOS join the row's finished set (scored by log-prob / lp(length)), the
+    K best not ending in EOS stay alive. A row stops once K hypotheses have ended with EOS (early stopping); the batch stops
     when every row has. At ``max_len`` the live beams are scored as they are. With K = 1 this is
     exactly greedy decoding.
     """
@@ -119,9 +119,12 @@ def beam_search(model: Seq2Seq, src_ids: torch.Tensor, src_mask: torch.Tensor | 
             seqs = torch.cat([alive_seq.gather(1, src_beam[..., None].expand(-1, -1, t)), tok[..., None]],
                              dim=-1)  # (B, 2K, t+1)
 
-            # Candidates ending in EOS compete with the finished set (rows already done are frozen).
+            # Candidates ending in EOS among the K best compete with the finished set (rows already
+            # done are frozen). An EOS ranked below K would not have survived a beam of K: letting
+            # it finish would end rows early on hypotheses the beam never held.
             is_eos = tok == c.eos_id
-            joins = is_eos & torch.isfinite(top_scores) & ~done[:, None]
+            in_beam = torch.arange(top_scores.shape[1], device=dev) < K  # (2K,) topk is sorted
+            joins = is_eos & in_beam & torch.isfinite(top_scores) & ~done[:, None]
             new_fin = torch.where(joins, top_scores / length_penalty_gnmt(t + 1, length_penalty),
                                   torch.full_like(top_scores, NEG))
             fin_scores, fin_seq = _keep_best(fin_scores, fin_seq, new_fin, seqs, K, c.pad_id)
