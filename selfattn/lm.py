@@ -172,14 +172,20 @@ def run_lm_recipe(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False) -> d
         return result
     model, tok, saved = load(run_dir)
     s = saved.sample
+    prompt = s.prompt
+    try:
+        tok.encode(prompt)
+    except ValueError:  # e.g. "ROMEO:" on a user's corpus whose characters differ
+        prompt = tok.decode([0])
+        print(f"sample.prompt {s.prompt!r} is not in this vocabulary; starting from {prompt!r}", file=sys.stderr)
     print(f"\n--- sample (temperature {s.temperature}, top_p {s.top_p}, seed {s.seed}) ---", file=sys.stderr)
-    text = generate_text(model, tok, s.prompt, min(s.max_new_tokens, model.config.block_size - len(tok.encode(s.prompt))),
+    text = generate_text(model, tok, prompt, min(s.max_new_tokens, model.config.block_size - len(tok.encode(prompt))),
                          temperature=s.temperature, top_k=s.top_k or None, top_p=s.top_p, seed=s.seed,
                          stream=lambda piece: print(piece, end="", flush=True))
     print("\n---", file=sys.stderr)
-    (Path(run_dir) / "sample.txt").write_text(s.prompt + text)
+    (Path(run_dir) / "sample.txt").write_text(prompt + text)
     plot_loss(Path(run_dir) / "metrics.jsonl", Path(run_dir) / "loss.png", title=f"{saved.recipe}: loss")
-    line = next((ln for ln in (s.prompt + text).splitlines() if len(ln.strip()) > 12), (s.prompt + text)[:48])
+    line = next((ln for ln in (prompt + text).splitlines() if len(ln.strip()) > 12), (prompt + text)[:48])
     plot_lm_attention(model, tok, line[:48], Path(run_dir) / "attention.png")
     result.update(run_dir=str(run_dir), sample=text)
     print(f"best validation loss {result['best_val']:.4f} after {result['steps']} steps "
