@@ -39,6 +39,8 @@ class LMDataConfig:
         check_range("data.val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         if self.corpus == "file" and not self.path:
             raise ConfigError("data.corpus='file' needs data.path=/path/to/text.txt")
+        if self.path is not None and not Path(self.path).expanduser().is_file():
+            raise ConfigError(f"data.path={self.path!r} is not a file; give a UTF-8 text file")
 
 
 @dataclass

@@ -82,7 +82,7 @@ def test_resume_continues_to_the_new_end(trained):
     (["generate", "RUN", "--max-new-tokens", "0"], "max_new_tokens must be an int >= 1"),
     (["generate", "RUN", "--max-new-tokens", "1000"], "exceeds the model's context of 32 tokens"),
     (["generate", "RUN", "--prompt", ""], "--prompt must not be empty"),
-    (["generate", "RUN", "--prompt", "\u00e9t\u00e9"], "unknown character"),
+    (["generate", "RUN", "--prompt", "\u00e9t\u00e9"], "is not in the vocabulary"),
     (["generate", "RUN", "--max-new-tokens", "many"], "invalid int value"),
     (["bogus"], "invalid choice"),
 ])
