@@ -5,9 +5,10 @@ from selfattn.lm import LMRunConfig
 from selfattn.recipes import get_recipe
 
 
-def test_overrides_apply_and_keep_types():
+def test_overrides_apply_and_keep_types(tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
     cfg = apply_overrides(LMRunConfig(), ["model.n_layer=3", "train.lr=3e-4", "train.compile=false",
-                                          "model.n_kv_head=none", "data.path=/tmp/x.txt"])
+                                          "model.n_kv_head=none", f"data.path={tmp_path / 'x.txt'}"])
     assert cfg.model.n_layer == 3 and cfg.train.lr == 3e-4 and cfg.train.compile is False
     assert cfg.model.n_kv_head is None and cfg.data.corpus == "file"
 
