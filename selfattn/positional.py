@@ -108,7 +108,7 @@ class RotaryPositions(PositionalEncoding):
         return angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)  # (B, 1, T, D)
 
     @staticmethod
-    def _apply(x, cos, sin):
+    def _rotate_half(x, cos, sin):  # not `_apply`: that name is nn.Module.to()'s hook
         x1, x2 = x.chunk(2, dim=-1)
         rotated = torch.cat([-x2, x1], dim=-1)
         return (x.float() * cos + rotated.float() * sin).to(x.dtype)
@@ -117,7 +117,7 @@ class RotaryPositions(PositionalEncoding):
         # q (B, H, Tq, D), k (B, Hkv, Tk, D); positions (B, T)
         cq, sq = self.cos_sin(q_pos)
         ck, sk = (cq, sq) if k_pos is q_pos else self.cos_sin(k_pos)
-        return self._apply(q, cq, sq), self._apply(k, ck, sk)
+        return self._rotate_half(q, cq, sq), self._rotate_half(k, ck, sk)
 
 
 def alibi_slopes(n_head: int) -> torch.Tensor:
