@@ -18,6 +18,7 @@ import torch
 from .masks import causal_mask, combine, padding_mask, sliding_window_mask, to_additive
 from .math import math_attention, scores_and_weights
 from .fused import torch_attention
+from .chunked import chunked_attention, chunked_unsupported
 from .request import AttentionRequest, make_request
 
 __all__ = [
@@ -43,6 +44,8 @@ def _always(_req: AttentionRequest) -> None:
 BACKENDS: dict[str, Backend] = {
     "math": Backend("math", math_attention, _always,
                     "the seed's three steps, fp32 softmax; the oracle; O(Lq*Lk) memory"),
+    "chunked": Backend("chunked", chunked_attention, chunked_unsupported,
+                       "online softmax over key blocks, backward by recomputation; O(N) memory"),
     "torch": Backend("torch", torch_attention, _always,
                      "torch.nn.functional.scaled_dot_product_attention (fused flash/efficient kernels)"),
 }
