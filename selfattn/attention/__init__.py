@@ -19,6 +19,7 @@ from .masks import causal_mask, combine, padding_mask, sliding_window_mask, to_a
 from .math import math_attention, scores_and_weights
 from .fused import torch_attention
 from .chunked import chunked_attention, chunked_unsupported
+from .blocked import blocked_attention, blocked_unsupported
 from .request import AttentionRequest, make_request
 
 __all__ = [
@@ -46,6 +47,9 @@ BACKENDS: dict[str, Backend] = {
                     "the seed's three steps, fp32 softmax; the oracle; O(Lq*Lk) memory"),
     "chunked": Backend("chunked", chunked_attention, chunked_unsupported,
                        "online softmax over key blocks, backward by recomputation; O(N) memory"),
+    "blocked": Backend("blocked", blocked_attention, blocked_unsupported,
+                       "query blocks against all keys with torch's fused softmax, matmuls in bf16 "
+                       "for bf16; backward by recomputation; O(block_q*Lk) scratch"),
     "torch": Backend("torch", torch_attention, _always,
                      "torch.nn.functional.scaled_dot_product_attention (fused flash/efficient kernels)"),
 }
