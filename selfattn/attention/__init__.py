@@ -124,7 +124,8 @@ def attention_weights(
     *,
     causal_align: str = "top_left",
 ) -> torch.Tensor:
-    """The (..., Hq, Lq, Lk) attention weights (fp32) for a call, whatever backend computes the output."""
+    """The (..., Hq, Lq, Lk) attention weights (fp32; fp64 for fp64 inputs) for a call, whatever
+    backend computes the output: rows sum to 1, or to 0 where every key is masked."""
     req = make_request(query, key, key, attn_mask, 0.0, is_causal, scale, enable_gqa, causal_align)
     return scores_and_weights(req)[1]
 
