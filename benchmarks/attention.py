@@ -92,8 +92,13 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per contender (median), >= 5 for reports")
     ap.add_argument("--math-limit-gib", type=float, default=8.0)
     ap.add_argument("--no-memory", action="store_true", help="skip the live-memory measurement")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error(f"--threads must be >= 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
     lengths = args.lengths or ([256, 1024] if args.quick else [256, 512, 1024, 2048, 4096, 8192])
     if any(n < 1 for n in lengths):
         ap.error(f"--lengths must be positive; got {lengths}")
