@@ -80,13 +80,15 @@ def weights_are_finite(tensors: dict[str, torch.Tensor]) -> str | None:
 def pause_for_tests(where: str, step: int) -> None:
     """A hook for the kill-and-resume tests, inert unless ``SELFATTN_TEST_PAUSE`` is set.
 
-    With ``SELFATTN_TEST_PAUSE=accum,save`` and ``SELFATTN_TEST_PAUSE_LOG=/some/file``, the process
-    appends ``"<where> <step>"`` to the log and sleeps ``SELFATTN_TEST_PAUSE_SECONDS`` (0.5) at that
-    point, so a test can SIGKILL it exactly there (between micro-steps of gradient accumulation,
-    or in the middle of writing a checkpoint). Costs one dict lookup when unset.
+    ``SELFATTN_TEST_PAUSE="accum:7,save:9"`` (``where`` alone = every step) with
+    ``SELFATTN_TEST_PAUSE_LOG=/some/file``: at that point the process appends ``"<where> <step>"``
+    to the log and sleeps ``SELFATTN_TEST_PAUSE_SECONDS`` (default 0.5), so a test can SIGKILL it
+    exactly there: between two micro-steps of gradient accumulation ("accum", step = the 0-based
+    step being computed) or inside a checkpoint save, files written but no manifest yet ("save").
+    Costs one environment lookup when unset.
     """
     wanted = os.environ.get("SELFATTN_TEST_PAUSE")
-    if not wanted or where not in wanted.split(","):
+    if not wanted or not {where, f"{where}:{step}"} & set(wanted.split(",")):
         return
     with open(os.environ["SELFATTN_TEST_PAUSE_LOG"], "a") as f:
         f.write(f"{where} {step}\n")
