@@ -156,27 +156,29 @@ def train_lm(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False) -> dict:
 def load(run_or_checkpoint: str | Path, *, which: str = "best"):
     """Load one of our checkpoints: a run folder (its best, else newest checkpoint) or a checkpoint
     folder. Returns (model, tokenizer, run_config)."""
-    from .checkpoint import complete_checkpoints, load_weights
+    from .checkpoint import complete_checkpoints, load_weights, verify
     from .tokenizers import load_tokenizer
 
     path = Path(run_or_checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected a run folder or a checkpoint folder)")
+    fallback = None  # named in the error when the chosen checkpoint is damaged
     if (path / "manifest.json").is_file():
         ckpt = path
     else:
         steps = complete_checkpoints(path / "checkpoints")
         best = path / "checkpoints" / "best"
         if which == "best" and (best / "manifest.json").is_file():
-            ckpt = best
+            ckpt, fallback = best, (steps[-1] if steps else None)
         elif steps:
-            ckpt = steps[-1]
+            ckpt, fallback = steps[-1], (steps[-2] if len(steps) > 1 else None)
         else:
             raise FileNotFoundError(f"{path} is not a run folder with a complete checkpoint "
                                     "(no checkpoints/*/manifest.json)")
+    verify(ckpt, fallback)  # before reading config.json: a damaged folder is named, never half-read
     cfg = from_dict(LMRunConfig, json.loads((ckpt / "config.json").read_text()))
     model = GPT(cfg.model)
-    load_weights(ckpt, model)
+    load_weights(ckpt, model, fallback)
     model.eval()
     return model, load_tokenizer(ckpt / "tokenizer"), cfg
 
