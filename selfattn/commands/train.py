@@ -74,9 +74,12 @@ def run(args) -> int:
     _check_before_work(cfg)
     run_dir = Path(args.run_dir or f"runs/{recipe.NAME}-{time.strftime('%Y%m%d-%H%M%S')}")
     # Under torchrun only rank 0 checks: the other ranks start later and may already see the
-    # step-0 checkpoint that rank 0 just wrote into this very run.
-    if int(os.environ.get("RANK", 0)) == 0 and (run_dir / "checkpoints").exists() \
-            and any((run_dir / "checkpoints").iterdir()):
+    # step-0 checkpoint that rank 0 just wrote into this very run. Only complete checkpoints
+    # count: a run killed while writing its step-0 checkpoint has nothing to resume, so it may
+    # simply be started again in the same folder (the temporary folder is cleaned up then).
+    from ..checkpoint import complete_checkpoints
+
+    if int(os.environ.get("RANK", 0)) == 0 and complete_checkpoints(run_dir / "checkpoints"):
         raise ValueError(f"--run-dir {run_dir} already holds a run; use --resume {run_dir} or another folder")
     print(f"run folder: {run_dir}", file=sys.stderr)
     recipe.run(cfg, run_dir)

@@ -226,3 +226,26 @@ def test_cli_as_a_process(tmp_path):
                         "--run-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert "train.max_steps=-1 is out of range" in r.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_started_again(run, tmp_path, monkeypatch):
+    # only a temporary folder (a kill during the step-0 save): --resume has nothing to resume, so a
+    # new run in the same folder is allowed; a folder with a complete checkpoint is refused
+    import argparse
+    import shutil
+
+    from selfattn.commands.train import run as train_run
+    from selfattn.recipes import shakespeare_char
+
+    started = []
+    monkeypatch.setattr(shakespeare_char, "run", lambda cfg, run_dir, resume=False: started.append(run_dir))
+    half = tmp_path / "half"
+    (half / "checkpoints" / "step-00000000.tmp-123").mkdir(parents=True)
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    args = argparse.Namespace(resume=None, recipe="shakespeare-char", print_config=False, run_dir=str(half),
+                              overrides=[f"data.path={tmp_path / 'corpus.txt'}"])
+    assert train_run(args) == 0 and started == [half]
+    shutil.copytree(run / "checkpoints" / "step-00000004", half / "checkpoints" / "step-00000004")
+    with pytest.raises(ValueError, match="already holds a run; use --resume"):
+        train_run(args)
+    assert started == [half]
