@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import (CheckpointError, clean_temporaries, complete_checkpoints, load_state, load_weights,
-                         write_checkpoint)
+                         pause_for_tests, write_checkpoint)
 from .config import ConfigError, check_choice, check_range
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -124,6 +124,33 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def environment() -> dict:
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version()}
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep only the records of ``metrics.jsonl`` up to ``step`` (the step a resume starts from).
+
+    A run killed after step s but resumed from its checkpoint at step c < s logged steps c+1..s
+    twice otherwise. The resumed run rewrites them, so the file always reads as one uninterrupted
+    run. A torn last line (a kill in the middle of a write) is dropped too. Returns lines dropped.
+    """
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            ok = int(rec["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    return dropped
 
 
 def rng_state() -> dict:
@@ -275,6 +302,14 @@ class Trainer:
                 loss.backward()
             total += float(loss.detach())
             tokens += self.task.tokens(batch) * self.world
+            if not sync:
+                pause_for_tests("accum", self.step)
+        if self.world > 1:
+            # Each rank saw its own rows: the step's loss is the mean over ranks (what 1 process with
+            # the whole batch would report), and every rank then takes the same NaN decision below.
+            t = torch.tensor([total], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            total = float(t) / self.world
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip
                                                    else float("inf"))
         if not (math.isfinite(total) and math.isfinite(float(grad_norm))):
@@ -299,7 +334,9 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             clean_temporaries(self.ckpt_dir)
-            if not resume:
+            if resume:
+                truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            else:
                 self.save()  # step 0: a kill at any later moment still leaves a readable checkpoint
         metrics_file = open(self.run_dir / "metrics.jsonl", "a") if self.is_main else None
         bar = None
