@@ -344,10 +344,14 @@ def build_model_and_tokenizer(cfg: SentimentRunConfig, train_texts: list[str] | 
         base, raw = load_bert_folder(minilm_folder())
         tok = wrap_bert_tokenizer(raw)
         # Keep the pretrained architecture; take the head-related choices from the run config.
+        # The pooler (dense+tanh over [CLS]) is kept only when the classifier reads [CLS]: unused
+        # parameters would only cost memory (and trip DDP).
         mcfg = replace(base.config, n_classes=2, pooling=cfg.model.pooling, dropout=cfg.model.dropout,
-                       attn_backend=cfg.model.attn_backend)
+                       attn_backend=cfg.model.attn_backend,
+                       pooler=base.config.pooler and cfg.model.pooling == "cls")
         model = Encoder(mcfg)
-        state = {k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")}
+        drop = ("classifier.",) if mcfg.pooler else ("classifier.", "pooler.")
+        state = {k: v for k, v in base.state_dict().items() if not k.startswith(drop)}
         torch.manual_seed(cfg.train.seed)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or set(missing) - {"classifier.weight", "classifier.bias"}:

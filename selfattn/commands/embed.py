@@ -36,8 +36,6 @@ def load_embedder(name: str):
             raise FileNotFoundError(f"{name} does not exist (give a run folder, a BERT folder or `minilm`)")
     if (path / "model.safetensors").is_file() and (path / "config.json").is_file() and \
             not (path / "manifest.json").is_file():
-        import json as _json
-
         from ..interop.hf_bert import load_bert_folder
 
         model, raw = load_bert_folder(path)
@@ -46,7 +44,7 @@ def load_embedder(name: str):
         limit = model.config.max_position
         st = path / "sentence_bert_config.json"
         if st.is_file():
-            limit = min(limit, int(_json.loads(st.read_text()).get("max_seq_length") or limit))
+            limit = min(limit, int(json.loads(st.read_text()).get("max_seq_length") or limit))
         return model, ReviewEncoder(wrap_bert_tokenizer(raw), limit, "head")
     model, tok, cfg = load_classifier(path)
     return model, ReviewEncoder(tok, cfg.data.max_len, "head")

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from selfattn.config import ConfigError
+from selfattn.models.encoder import EncoderConfig
 from selfattn.sentiment import (ReviewEncoder, ReviewTask, SentimentDataConfig, SentimentRunConfig, TfidfClassifier,
                                 TfidfConfig, load_splits, pad_batch, read_jsonl, run_tfidf, synthetic_reviews,
                                 train_tokenizer, truncate_ids)
@@ -167,3 +168,29 @@ def test_tfidf_baseline_learns_the_synthetic_rule_and_reloads(tmp_path):
     again = TfidfClassifier.load(tmp_path / "m.json")
     assert again.prob_positive(texts).tolist() == pytest.approx(clf.prob_positive(texts).tolist(), abs=1e-12)
     assert clf.prob_positive(texts[:1])[0] > 0.5 > clf.prob_positive(texts[1:2])[0]
+
+
+def test_a_tfidf_run_classifies_through_the_same_entry_point(tmp_path):
+    from selfattn.sentiment import Classifier
+
+    cfg = SentimentRunConfig(recipe="t", mode="tfidf", data=SentimentDataConfig(source="synthetic", synthetic_size=200),
+                             tfidf=TfidfConfig(min_df=1))
+    run_tfidf(cfg, tmp_path)
+    (pos, p_pos, _), (neg, p_neg, _) = Classifier(tmp_path)(["a wonderful story", "an awful ending"])
+    assert (pos, neg) == ("positive", "negative") and 0.5 < p_pos <= 1 and 0.5 < p_neg <= 1
+
+
+def test_minilm_start_keeps_the_pretrained_encoder_and_adds_a_fresh_head():
+    from selfattn.interop.hf_bert import load_bert_folder
+    from selfattn.sentiment import build_model_and_tokenizer, minilm_folder
+
+    cfg = SentimentRunConfig(init="minilm", model=EncoderConfig(pooling="mean", n_classes=2))
+    model, tok, resolved = build_model_and_tokenizer(cfg, None)
+    base, _ = load_bert_folder(minilm_folder())
+    assert resolved.model.n_layer == 6 and resolved.model.n_embd == 384 and resolved.model.n_classes == 2
+    assert model.pooler is None and model.classifier.weight.shape == (2, 384)
+    ours, theirs = model.state_dict(), base.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if not k.startswith("classifier."))
+    enc = ReviewEncoder(tok, 32, "head_tail")
+    ids = enc.encode(["a fine film"])[0][0]
+    assert tok.decode(ids).startswith("[CLS]") and len(ids) == 5  # [CLS] a fine film [SEP]
