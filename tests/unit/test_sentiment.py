@@ -186,7 +186,7 @@ def test_minilm_start_keeps_the_pretrained_encoder_and_adds_a_fresh_head():
 
     cfg = SentimentRunConfig(init="minilm", model=EncoderConfig(pooling="mean", n_classes=2))
     model, tok, resolved = build_model_and_tokenizer(cfg, None)
-    base, _ = load_bert_folder(minilm_folder())
+    base, raw = load_bert_folder(minilm_folder())
     assert resolved.model.n_layer == 6 and resolved.model.n_embd == 384 and resolved.model.n_classes == 2
     assert model.pooler is None and model.classifier.weight.shape == (2, 384)
     ours, theirs = model.state_dict(), base.state_dict()
@@ -194,3 +194,6 @@ def test_minilm_start_keeps_the_pretrained_encoder_and_adds_a_fresh_head():
     enc = ReviewEncoder(tok, 32, "head_tail")
     ids = enc.encode(["a fine film"])[0][0]
     assert tok.decode(ids).startswith("[CLS]") and len(ids) == 5  # [CLS] a fine film [SEP]
+    # our [CLS] ... [SEP] wrapping gives exactly the ids of the folder's own template
+    text = "Hello world, it's a TEST!"
+    assert enc.encode([text])[0][0] == raw.encode(text).ids
