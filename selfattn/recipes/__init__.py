@@ -11,7 +11,7 @@ import importlib
 
 from ..config import ConfigError
 
-_MODULES = ("shakespeare_char", "shakespeare_llama")
+_MODULES = ("shakespeare_char", "shakespeare_llama", "imdb_sentiment", "imdb_minilm", "imdb_tfidf")
 
 
 def all_recipes() -> dict:
