@@ -11,7 +11,7 @@ import importlib
 
 from ..config import ConfigError
 
-_MODULES = ("shakespeare_char", "shakespeare_llama")
+_MODULES = ("shakespeare_char", "shakespeare_llama", "fashion_vit", "fashion_cnn", "mnist_vit")
 
 
 def all_recipes() -> dict:
