@@ -16,9 +16,9 @@ def default_config() -> CNNRunConfig:
         model=CNNConfig(image_size=28, n_classes=10, channels=(32, 64, 128), dropout=0.1),
         data=ImageDataConfig(dataset="fashion-mnist", val_fraction=0.1, random_crop=True, crop_padding=2,
                              hflip=True),
-        train=TrainConfig(max_steps=4000, batch_size=128, lr=2e-3, min_lr=1e-5, warmup_steps=200,
+        train=TrainConfig(max_steps=3000, batch_size=128, lr=2e-3, min_lr=1e-5, warmup_steps=200,
                           weight_decay=0.05, beta2=0.999, grad_clip=1.0, eval_every=500, eval_batches=24,
-                          checkpoint_every=1000, max_minutes=20.0, dtype="auto", log_every=25),
+                          checkpoint_every=1000, max_minutes=20.0, dtype="float32", log_every=25),
         label_smoothing=0.1,
     )
 

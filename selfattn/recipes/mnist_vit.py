@@ -18,9 +18,9 @@ def default_config() -> VisionRunConfig:
                         ffn_hidden=192, dropout=0.1, pooling="cls", position="learned"),
         data=ImageDataConfig(dataset="mnist-5k", val_fraction=0.1, random_crop=True, crop_padding=2,
                              hflip=False),
-        train=TrainConfig(max_steps=4000, batch_size=128, lr=1e-3, min_lr=1e-5, warmup_steps=300,
+        train=TrainConfig(max_steps=4000, batch_size=128, lr=2e-3, min_lr=1e-5, warmup_steps=300,
                           weight_decay=0.05, beta2=0.999, grad_clip=1.0, eval_every=250, eval_batches=4,
-                          checkpoint_every=1000, max_minutes=15.0, dtype="auto", log_every=25),
+                          checkpoint_every=1000, max_minutes=15.0, dtype="float32", log_every=25),
         label_smoothing=0.1,
     )
 
