@@ -63,6 +63,28 @@ class ImageDataConfig:
         if self.std is not None:
             check_range("data.std", self.std, 0.0, lo_open=True)
 
+    def check_available(self) -> None:
+        """Fail before any work when the images cannot be read, saying what to install
+        (``selfattn train`` calls this; not in __post_init__, so a config still prints without data)."""
+        from .data import images as im
+
+        if self.dataset == "fashion-mnist":
+            missing = [p for p in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+                       if not (im.FASHION_DIR / p).is_file()]
+            if missing:
+                raise ConfigError(f"data.dataset='fashion-mnist' needs {im.FASHION_DIR / missing[0]}; install it "
+                                  f"with: {im.FASHION_HINT}")
+        elif self.dataset == "mnist-5k":
+            try:
+                im._mnist_5k_path()
+            except FileNotFoundError as e:
+                raise ConfigError(f"data.dataset='mnist-5k': {e}") from None
+        elif self.dataset == "digits":
+            import importlib.util
+
+            if importlib.util.find_spec("sklearn") is None:
+                raise ConfigError("data.dataset='digits' needs scikit-learn; install it with: pip install scikit-learn")
+
 
 @dataclass
 class VisionRunConfig:

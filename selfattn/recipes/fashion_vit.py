@@ -4,11 +4,10 @@
 Light augmentation (shifts of up to 2 pixels, horizontal flips); validation is 6,000 of the
 60,000 training images and picks the checkpoint; the 10,000 test images give the final number.
 
-The schedule (warm-up, cosine to min_lr at max_steps) should end when the time does: max_steps is
-an estimate for a quiet 2-core machine (~0.4 s a step); on another machine time a short run and
-set train.max_steps ~= 1150 s / (seconds a step). float32, not bf16 autocast: at these widths
-(128, batch 128 x 50 tokens) autocast's casts cost more than bf16 matmuls save on this CPU
-(measured ~2x slower for a step at width 64; train.dtype=auto turns it back on).
+The schedule (warm-up, cosine to min_lr) ends when the time does: train.max_steps=0 lets the
+Trainer time the first steps and fit the number of steps to max_minutes. float32, not bf16
+autocast: at these widths (128, batch 128 x 50 tokens) autocast's casts cost more than bf16
+matmuls save on this CPU (a step measured 1.2-2x slower; train.dtype=auto turns it back on).
 """
 
 from ..models.vit import ViTConfig
@@ -27,7 +26,7 @@ def default_config() -> VisionRunConfig:
                         ffn_hidden=256, dropout=0.0, pooling="cls", position="learned"),
         data=ImageDataConfig(dataset="fashion-mnist", val_fraction=0.1, random_crop=True, crop_padding=2,
                              hflip=True),
-        train=TrainConfig(max_steps=3000, batch_size=128, lr=2e-3, min_lr=1e-5, warmup_steps=200,
+        train=TrainConfig(max_steps=0, batch_size=128, lr=2e-3, min_lr=1e-5, warmup_steps=200,
                           weight_decay=0.05, beta2=0.999, grad_clip=1.0, eval_every=500, eval_batches=24,
                           checkpoint_every=1000, max_minutes=20.0, dtype="float32", log_every=25),
         label_smoothing=0.1,

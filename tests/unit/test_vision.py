@@ -172,3 +172,17 @@ def test_read_image_rules(tmp_path):
         read_image(tmp_path / "text.png", 16)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_image(tmp_path / "missing.png", 16)
+
+
+@pytest.mark.parametrize("name, arch, dataset", [("fashion-vit", "vit", "fashion-mnist"),
+                                                 ("fashion-cnn", "cnn", "fashion-mnist"),
+                                                 ("mnist-vit", "vit", "mnist-5k")])
+def test_vision_recipes_are_registered_and_round_trip(name, arch, dataset):
+    from selfattn.config import to_dict
+    from selfattn.recipes import get_recipe
+
+    cfg = get_recipe(name).default_config()
+    assert (cfg.recipe, cfg.arch, cfg.data.dataset) == (name, arch, dataset)
+    assert cfg.data.hflip == (dataset == "fashion-mnist")
+    assert run_config_from_dict(to_dict(cfg)) == cfg
+    cfg.data.check_available()  # the data packages of the set-up are installed
