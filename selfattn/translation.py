@@ -72,6 +72,10 @@ class TranslationDataConfig:
             if not Path(self.path).expanduser().is_file():
                 raise ConfigError(f"data.path={self.path!r} is not a file; give a TSV or JSONL file of pairs")
 
+    def check_available(self) -> None:
+        """Called by `selfattn train` before any work: missing Debian packages -> what to install."""
+        check_data(self)
+
 
 @dataclass
 class DecodeConfig:
@@ -124,6 +128,18 @@ def _random_split(pairs: list[tuple[str, str]], val: float, test: float, seed: i
     pick = lambda idx: [pairs[i] for i in sorted(idx)]  # noqa: E731  (keep file order in each split)
     return {"test": pick(order[:n_test]), "val": pick(order[n_test:n_test + n_val]),
             "train": pick(order[n_test + n_val:])}
+
+
+def check_data(cfg: TranslationDataConfig) -> None:
+    """Cheap check that the data can be read, before any work: the Bible needs two Debian packages
+    (FileNotFoundError naming them); a pairs file must exist."""
+    if cfg.source == "bible":
+        from .data.bible import KJV_MODULE, RV1909_MODULE, find_module
+
+        for module in (KJV_MODULE, RV1909_MODULE):
+            find_module(module, cfg.sword_root)
+    elif cfg.source == "pairs" and not Path(cfg.path).expanduser().is_file():
+        raise FileNotFoundError(f"data.path={cfg.path!r} is not a file; give a TSV or JSONL file of pairs")
 
 
 def text_splits(cfg: TranslationDataConfig) -> dict[str, list[tuple[str, str]]]:
