@@ -256,7 +256,7 @@ def save_run_files(run_cfg: TranslationRunConfig, tokenizer):
 
 
 def train_translation(cfg: TranslationRunConfig, run_dir: Path, *, resume: bool = False):
-    """Train; returns (Trainer result, tokenizer, text splits)."""
+    """Train; returns (Trainer result, tokenizer, text splits, task)."""
     run_dir = Path(run_dir)
     if resume:
         cfg = from_dict(TranslationRunConfig, json.loads((run_dir / "config.json").read_text()))
@@ -278,7 +278,7 @@ def train_translation(cfg: TranslationRunConfig, run_dir: Path, *, resume: bool 
               f"val {n['val']:,}, test {n['test']:,}; precision {trainer.amp_dtype}", file=sys.stderr)
     result = trainer.fit(resume=resume)
     result["params"] = model.num_params()
-    return result, tok, texts
+    return result, tok, texts, task
 
 
 def load_translator(run_or_checkpoint: str | Path, *, which: str = "best"):
@@ -464,6 +464,35 @@ def evaluate_test(model, tok, pairs: list[tuple[str, str]], d: DecodeConfig) -> 
     return out
 
 
+@torch.no_grad()
+def validation_loss(model, task: TranslationTask, batches: int, size: int) -> float:
+    was = model.training
+    model.eval()
+    try:
+        return sum(float(task.loss(model, task.batch("val", i, size))) for i in range(batches)) / batches
+    finally:
+        model.train(was)
+
+
+def choose_checkpoint(run_dir: Path, task: TranslationTask) -> Path:
+    """The best checkpoint, unless training stopped (max_minutes) after it with no evaluation of
+    the final weights: then whichever of the two has the lower validation loss."""
+    from .checkpoint import complete_checkpoints
+
+    best = run_dir / "checkpoints" / "best"
+    steps = complete_checkpoints(run_dir / "checkpoints")
+    if not steps:
+        return best
+    if not (best / "manifest.json").is_file():
+        return steps[-1]
+    best_step = json.loads((best / "manifest.json").read_text()).get("meta", {}).get("step")
+    if best_step is not None and int(steps[-1].name.split("-")[1]) <= int(best_step):
+        return best
+    cfg = load_translator(best)[2].train
+    losses = {p: validation_loss(load_translator(p)[0], task, cfg.eval_batches, cfg.batch_size) for p in (best, steps[-1])}
+    return min(losses, key=losses.get)
+
+
 def run_translation_recipe(cfg: TranslationRunConfig, run_dir: Path, *, resume: bool = False) -> dict:
     """Train, reload the best checkpoint, score the test split (greedy and beam BLEU), write
     results.json, samples.txt, loss.png and cross_attention.png into the run folder."""
@@ -472,10 +501,12 @@ def run_translation_recipe(cfg: TranslationRunConfig, run_dir: Path, *, resume: 
     from .viz import plot_loss
 
     run_dir = Path(run_dir)
-    result, tok, texts = train_translation(cfg, run_dir, resume=resume)
+    result, tok, texts, task = train_translation(cfg, run_dir, resume=resume)
     if int(os.environ.get("RANK", 0)) != 0:
         return result
-    model, tok, saved = load_translator(run_dir)
+    ckpt = choose_checkpoint(run_dir, task)
+    model, tok, saved = load_translator(ckpt)
+    result["checkpoint"] = str(ckpt)
     d = saved.decode
     test = texts["test"][: d.test_sentences or None]
     print(f"translating {len(test)} test pairs (greedy, then beam {d.beam_size})", file=sys.stderr)
