@@ -25,7 +25,7 @@ def default_config() -> TranslationRunConfig:
                             n_encoder_layers=3, n_decoder_layers=3, ffn_hidden=1024, activation="relu",
                             dropout=0.1, position="sinusoidal", prenorm=True, label_smoothing=0.1),
         data=TranslationDataConfig(source="bible", split_seed=0, max_len=128, vocab_size=8000),
-        train=TrainConfig(max_steps=1500, batch_size=64, lr=1e-3, min_lr=5e-5, warmup_steps=150,
+        train=TrainConfig(max_steps=0, batch_size=64, lr=1e-3, min_lr=5e-5, warmup_steps=150,
                           weight_decay=0.01, beta2=0.98, eval_every=250, eval_batches=10,
                           checkpoint_every=500, max_minutes=30.0, dtype="auto"),
         decode=DecodeConfig(beam_size=5, length_penalty=0.6, max_len=256, batch_size=32),
