@@ -12,7 +12,7 @@ import importlib
 from ..config import ConfigError
 
 _MODULES = ("shakespeare_char", "shakespeare_llama", "imdb_sentiment", "imdb_minilm", "imdb_tfidf",
-            "fashion_vit", "fashion_cnn", "mnist_vit")
+            "fashion_vit", "fashion_cnn", "mnist_vit", "bible_en_es")
 
 
 def all_recipes() -> dict:
