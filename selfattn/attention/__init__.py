@@ -62,13 +62,17 @@ def _needs_grad(req: AttentionRequest) -> bool:
 
 
 # The auto rule, read off benchmarks/attention.py runs on the 2-core AMD EPYC (Zen 4) machine,
-# torch 2.13, B=1, H=8, d=64, 2 threads, medians of 15 alternating runs on a shared machine
-# (noisy): in bf16, forward only, non-causal and unmasked, the query-blocked path beat torch's SDPA
-# by 1.24x at 256 tokens, 1.21x at 512, 1.36x at 1024 (SDPA's CPU kernel runs bf16 no faster than
-# fp32 while bf16 matmuls are ~2.5x faster). Causal it was within noise (0.87-1.10x), with
-# gradients it lost (0.68-0.81x at 1k-4k), in fp32 it lost (0.62-0.77x); chunked lost everywhere
-# (it exists for memory, not speed). Everything else goes to torch.
+# torch 2.13, 2 threads, medians of alternating runs on a shared machine (noisy):
+# - inference, bf16, B=1, H=8, d=64, non-causal, unmasked: the query-blocked path beat torch's
+#   SDPA by 1.24x at 256 tokens, 1.21x at 512, 1.36x at 1024 (SDPA's CPU kernel runs bf16 no
+#   faster than fp32 while bf16 matmuls are ~2.5x faster); causal it was within noise;
+# - training (forward+backward), bf16, B=32, H=4, d=48, 1 thread: SDPA's bf16 backward is slow
+#   (50.7 ms at 128 tokens, vs 27.5 ms in fp32), blocked beat it 1.3-2.7x at 32-128 tokens,
+#   causal or not, and lost at 256 (0.8x) and 1k-4k (0.68-0.81x);
+# - fp32: SDPA won everywhere (blocked 0.4-0.8x); chunked lost everywhere (it exists for memory).
+# Everything else goes to torch.
 BLOCKED_WINS_FROM, BLOCKED_WINS_UP_TO = 256, 1024
+BLOCKED_TRAINING_UP_TO = 128
 
 
 def _blocked_is_faster(req: AttentionRequest) -> str | None:
@@ -77,20 +81,25 @@ def _blocked_is_faster(req: AttentionRequest) -> str | None:
         return "measured only on CPU"
     if req.query.dtype != torch.bfloat16:
         return f"slower than torch's fused kernel in {req.query.dtype} (it wins only in bf16)"
+    if req.dropout_p > 0.0:
+        return "measured faster only without dropout"
     if _needs_grad(req):
-        return "slower than torch's fused kernel when gradients are needed"
-    if req.has_mask or req.dropout_p > 0.0:
-        return "measured faster only without masks, causal or dropout"
+        if req.q_len <= BLOCKED_TRAINING_UP_TO and req.k_len <= BLOCKED_TRAINING_UP_TO:
+            return None
+        return f"with gradients, measured faster only up to {BLOCKED_TRAINING_UP_TO} tokens"
+    if req.has_mask:
+        return "without gradients, measured faster only without masks or causal"
     if not (BLOCKED_WINS_FROM <= req.q_len and req.k_len <= BLOCKED_WINS_UP_TO and req.k_len >= BLOCKED_WINS_FROM):
-        return f"measured faster only for {BLOCKED_WINS_FROM}..{BLOCKED_WINS_UP_TO} tokens"
+        return f"without gradients, measured faster only for {BLOCKED_WINS_FROM}..{BLOCKED_WINS_UP_TO} tokens"
     return None
 
 
 def _auto_reasons(req: AttentionRequest) -> tuple[str, dict[str, str]]:
     """The auto policy: returns the chosen backend and why each other one was passed over.
 
-    Rule: "blocked" for bf16 CPU inference without masks/causal/dropout when 256 <= Lq and
-    256 <= Lk <= 1024 (where it measured faster than torch's SDPA); otherwise "torch" (the
+    Rule: "blocked" for bf16 on CPU without dropout, either training at <= 128 tokens or
+    inference without masks/causal at 256..1024 tokens (where it measured faster than torch's
+    SDPA); otherwise "torch" (the
     fastest we measured everywhere else); a backend that cannot serve the call is never chosen,
     and "math" is the last resort.
     """

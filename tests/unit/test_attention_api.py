@@ -256,3 +256,21 @@ def test_scale_default_is_inverse_sqrt_head_size():
         a = scaled_dot_product_attention(q, k, v, backend=name)
         b = scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(16), backend=name)
         torch.testing.assert_close(a, b)
+
+
+def test_auto_rule_follows_the_measured_table():
+    """The auto rule is the benchmark's table written down: bf16 training at <= 128 tokens and bf16
+    unmasked inference at 256..1024 go to blocked; fp32, long training and dropout go to torch."""
+    from selfattn.attention import _auto_reasons
+
+    def choice(T, dtype, grad, causal=False, dropout=0.0):
+        q, k, v = (torch.randn(2, 2, T, 8, dtype=dtype, requires_grad=grad) for _ in range(3))
+        return _auto_reasons(make_request(q, k, v, None, dropout, causal))[0]
+
+    assert choice(128, torch.bfloat16, grad=True, causal=True) == "blocked"
+    assert choice(256, torch.bfloat16, grad=True) == "torch"
+    assert choice(128, torch.float32, grad=True) == "torch"
+    assert choice(128, torch.bfloat16, grad=True, dropout=0.1) == "torch"
+    assert choice(512, torch.bfloat16, grad=False) == "blocked"
+    assert choice(512, torch.bfloat16, grad=False, causal=True) == "torch"
+    assert choice(64, torch.bfloat16, grad=False) == "torch"
