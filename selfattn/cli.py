@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .config import ConfigError
 
-COMMANDS = ("train", "generate", "recipes", "demo")
+COMMANDS = ("train", "generate", "recipes", "demo", "chat")
 
 
 class UsageError(Exception):
