@@ -123,7 +123,8 @@ def main(argv=None) -> int:
     today = dt.date.today().isoformat()
     header = (f"# SmolLM2-135M-Instruct generation, batch 1 ({today})\n\n"
               f"- machine: {host}, CPU: {cpu_model()}, {os.cpu_count()} logical CPUs\n"
-              f"- torch {torch.__version__}, thread counts {args.threads} (torch.set_num_threads)\n"
+              f"- torch {torch.__version__}, thread counts {args.threads} (torch.set_num_threads), "
+              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n"
               f"- prompt {prompt.shape[1]} tokens, {args.new_tokens} new tokens, greedy, median of "
               f"{args.repeats} runs, variants alternated\n"
               f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}\n"
