@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -76,6 +77,24 @@ def weights_are_finite(tensors: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+def pause_for_tests(where: str, step: int) -> None:
+    """A hook for the kill-and-resume tests, inert unless ``SELFATTN_TEST_PAUSE`` is set.
+
+    ``SELFATTN_TEST_PAUSE="accum:7,save:9"`` (``where`` alone = every step) with
+    ``SELFATTN_TEST_PAUSE_LOG=/some/file``: at that point the process appends ``"<where> <step>"``
+    to the log and sleeps ``SELFATTN_TEST_PAUSE_SECONDS`` (default 0.5), so a test can SIGKILL it
+    exactly there: between two micro-steps of gradient accumulation ("accum", step = the 0-based
+    step being computed) or inside a checkpoint save, files written but no manifest yet ("save").
+    Costs one environment lookup when unset.
+    """
+    wanted = os.environ.get("SELFATTN_TEST_PAUSE")
+    if not wanted or not {where, f"{where}:{step}"} & set(wanted.split(",")):
+        return
+    with open(os.environ["SELFATTN_TEST_PAUSE_LOG"], "a") as f:
+        f.write(f"{where} {step}\n")
+    time.sleep(float(os.environ.get("SELFATTN_TEST_PAUSE_SECONDS", "0.5")))
+
+
 def write_checkpoint(final: Path, model: torch.nn.Module, *, state: dict | None = None,
                      extra_files: Callable[[Path], None] | None = None, meta: dict | None = None) -> Path:
     """Write a complete checkpoint folder at ``final`` atomically (replacing an older one)."""
@@ -93,6 +112,8 @@ def write_checkpoint(final: Path, model: torch.nn.Module, *, state: dict | None 
         torch.save(state, tmp / STATE)
     if extra_files is not None:
         extra_files(tmp)
+    # the kill tests stop here: files written, manifest not yet
+    pause_for_tests("save", int((meta or {}).get("step", -1)))
     files = {}
     for p in sorted(tmp.rglob("*")):
         if p.is_file():
@@ -171,7 +192,14 @@ def clean_temporaries(parent: Path) -> list[Path]:
     removed = []
     parent = Path(parent)
     if parent.is_dir():
-        for p in parent.iterdir():
+        for p in sorted(parent.iterdir()):
+            if p.is_dir() and ".old-" in p.name:
+                # A kill between "final -> old" and "tmp -> final" (replacing e.g. best/) leaves no
+                # final folder: the old one is still complete, so put it back rather than lose it.
+                final = p.parent / p.name.split(".old-")[0]
+                if not final.exists() and (p / MANIFEST).is_file():
+                    p.rename(final)
+                    continue
             if p.is_dir() and (".tmp-" in p.name or ".old-" in p.name):
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)

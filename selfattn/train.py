@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import (CheckpointError, clean_temporaries, complete_checkpoints, load_state, load_weights,
-                         write_checkpoint)
+                         pause_for_tests, write_checkpoint)
 from .config import ConfigError, check_choice, check_range
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -37,7 +37,7 @@ DTYPES = ("auto", "float32", "bfloat16")
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 2000
+    max_steps: int = 2000  # 0 = as many as fit in max_minutes (measured on the first steps)
     batch_size: int = 32  # sequences per optimizer step, summed over processes and accumulation
     grad_accum: int = 1
     lr: float = 1e-3
@@ -61,7 +61,11 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches",
+        check_range("train.max_steps", self.max_steps, 0)
+        if self.max_steps == 0 and (self.max_minutes <= 0 or self.warmup_steps < 10):
+            raise ConfigError("train.max_steps=0 (fit the schedule to the time budget) needs "
+                              "train.max_minutes > 0 and train.warmup_steps >= 10")
+        for name in ("batch_size", "grad_accum", "eval_every", "eval_batches",
                      "checkpoint_every", "keep_last", "log_every"):
             check_range(f"train.{name}", getattr(self, name), 1)
         check_range("train.lr", self.lr, 0.0, lo_open=True)
@@ -112,11 +116,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to lr, then cosine decay to min_lr at max_steps."""
+def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
+    """Linear warm-up to lr, then cosine decay to min_lr at total_steps (default max_steps)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    span = max(1, (total_steps or cfg.max_steps) - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
@@ -124,6 +128,33 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def environment() -> dict:
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version()}
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep only the records of ``metrics.jsonl`` up to ``step`` (the step a resume starts from).
+
+    A run killed after step s but resumed from its checkpoint at step c < s logged steps c+1..s
+    twice otherwise. The resumed run rewrites them, so the file always reads as one uninterrupted
+    run. A torn last line (a kill in the middle of a write) is dropped too. Returns lines dropped.
+    """
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            ok = int(rec["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    return dropped
 
 
 def rng_state() -> dict:
@@ -174,6 +205,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                            fused=self.device.type in ("cpu", "cuda"))
         self.step = 0
+        # The schedule's length: max_steps, or (max_steps=0) fitted to max_minutes once the first
+        # steps have been timed; saved in the checkpoint so a resume follows the same schedule.
+        self.total_steps: int | None = cfg.max_steps or None
+        self._step_times: list[float] = []
         self.best_val = math.inf
         self.skipped = 0
         self.train_seconds = 0.0
@@ -187,7 +222,8 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict:
-        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+        return {"step": self.step, "total_steps": self.total_steps or 0,
+                "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
                 "best_val": self.best_val, "skipped": self.skipped, "train_seconds": self.train_seconds,
                 "env": json.dumps(environment())}
 
@@ -220,6 +256,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.total_steps = int(state.get("total_steps", 0)) or self.cfg.max_steps or None
         self.best_val = float(state["best_val"])
         self.skipped = int(state["skipped"])
         self.train_seconds = float(state["train_seconds"])
@@ -231,6 +268,26 @@ class Trainer:
                           "bit-identical to an uninterrupted run", stacklevel=2)
 
     # ---- the loop ----------------------------------------------------------------------------
+    def _fit_schedule_to_time(self, dt: float, bar) -> None:
+        """max_steps=0: time the first steps (inside the warm-up, whose learning rates do not
+        depend on the schedule's length), then fix the number of steps that fits max_minutes."""
+        self._step_times.append(dt)
+        calibrate = min(self.cfg.warmup_steps, 20)
+        if self.step < calibrate:
+            return
+        per_step = sorted(self._step_times[2:])[len(self._step_times[2:]) // 2]  # median, warm-up excluded
+        left = self.cfg.max_minutes * 60 - self.train_seconds
+        total = self.step + max(1, int(0.98 * left / per_step))
+        if self.world > 1:  # every rank must follow rank 0's schedule
+            t = torch.tensor([total], device=self.device)
+            dist.broadcast(t, 0)
+            total = int(t)
+        self.total_steps = max(total, self.cfg.warmup_steps + 1)
+        if bar is not None:
+            bar.total = self.total_steps
+            bar.write(f"schedule fitted to {self.cfg.max_minutes:g} min: {self.total_steps} steps "
+                      f"({per_step * 1000:.0f} ms/step)")
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32)
 
@@ -259,7 +316,7 @@ class Trainer:
     def train_step(self) -> tuple[float, int]:
         """One optimizer step (grad_accum micro-steps); returns (loss, tokens) of this step."""
         cfg = self.cfg
-        lr = lr_at(self.step, cfg)
+        lr = lr_at(self.step, cfg, self.total_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -275,6 +332,14 @@ class Trainer:
                 loss.backward()
             total += float(loss.detach())
             tokens += self.task.tokens(batch) * self.world
+            if not sync:
+                pause_for_tests("accum", self.step)
+        if self.world > 1:
+            # Each rank saw its own rows: the step's loss is the mean over ranks (what 1 process with
+            # the whole batch would report), and every rank then takes the same NaN decision below.
+            t = torch.tensor([total], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            total = float(t) / self.world
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip
                                                    else float("inf"))
         if not (math.isfinite(total) and math.isfinite(float(grad_norm))):
@@ -299,14 +364,16 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             clean_temporaries(self.ckpt_dir)
-            if not resume:
+            if resume:
+                truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            else:
                 self.save()  # step 0: a kill at any later moment still leaves a readable checkpoint
         metrics_file = open(self.run_dir / "metrics.jsonl", "a") if self.is_main else None
         bar = None
         if self.is_main and cfg.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                        file=sys.stderr, mininterval=1.0)
         stop_reason = "max_steps"
         stop_signal = {"hit": False}
@@ -316,17 +383,19 @@ class Trainer:
         self.model.train()
         tokens_window, time_window = 0, 0.0
         try:
-            while self.step < cfg.max_steps:
+            while self.total_steps is None or self.step < self.total_steps:
                 t0 = time.perf_counter()
                 loss, tokens = self.train_step()
                 dt = time.perf_counter() - t0
                 self.train_seconds += dt
                 self.step += 1
+                if self.total_steps is None:
+                    self._fit_schedule_to_time(dt, bar)
                 tokens_window += tokens
                 time_window += dt
-                if self.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
+                if self.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                     rate = tokens_window / max(time_window, 1e-9)
-                    rec = {"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg),
+                    rec = {"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg, self.total_steps),
                            "tokens_per_s": rate, "train_seconds": self.train_seconds}
                     metrics_file.write(json.dumps(rec) + "\n")
                     metrics_file.flush()
@@ -335,7 +404,7 @@ class Trainer:
                     tokens_window, time_window = 0, 0.0
                 if bar is not None:
                     bar.update(1)
-                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
                     val = self.evaluate()
                     if self.is_main:
                         metrics_file.write(json.dumps({"step": self.step, "val_loss": val,

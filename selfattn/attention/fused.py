@@ -1,8 +1,13 @@
 """torch's fused kernels (``F.scaled_dot_product_attention``) behind our request.
 
-The only translation needed: bottom-right causal alignment with Lq != Lk is not torch's
-``is_causal``, so it is passed as an explicit boolean mask; float masks are cast to the query's
-dtype, as torch requires.
+Translations needed:
+- torch refuses ``attn_mask`` together with ``is_causal=True``, and its ``is_causal`` is top-left
+  aligned; in either case (a mask AND causal, or bottom-right with Lq != Lk) the causal part is
+  folded into an explicit boolean mask;
+- float masks are cast to the query's dtype, as torch requires. Values beyond that dtype's range
+  become -inf (below) or are clamped to its largest finite value (above), so a mask never turns
+  into +inf or NaN in fp16; note that a bf16/fp16 float mask is rounded to that precision here
+  (the math, chunked and blocked backends add float masks in fp32).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from .request import AttentionRequest
 def torch_attention(req: AttentionRequest) -> torch.Tensor:
     mask = req.attn_mask
     is_causal = req.is_causal
-    if is_causal and req.causal_align == "bottom_right" and req.q_len != req.k_len:
-        causal = req.causal()
+    needs_explicit = is_causal and (mask is not None or (req.causal_align == "bottom_right" and req.q_len != req.k_len))
+    if needs_explicit:
+        causal = req.causal()  # (Lq, Lk) bool
         if mask is None:
             mask = causal
         elif mask.dtype == torch.bool:
@@ -26,7 +32,8 @@ def torch_attention(req: AttentionRequest) -> torch.Tensor:
             mask = mask.float().masked_fill(~causal, float("-inf"))
         is_causal = False
     if mask is not None and mask.dtype != torch.bool and mask.dtype != req.query.dtype:
-        mask = mask.to(req.query.dtype)
+        top = torch.finfo(req.query.dtype).max
+        mask = mask.clamp(max=top).to(req.query.dtype)
     return F.scaled_dot_product_attention(
         req.query, req.key, req.value, attn_mask=mask, dropout_p=req.dropout_p,
         is_causal=is_causal, scale=req.scale, enable_gqa=req.n_rep > 1,

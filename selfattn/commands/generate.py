@@ -19,13 +19,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..checkpoint import CheckpointError
     from ..generate import _check_sampling, generate_text
     from ..lm import load
 
     _check_sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
     if args.prompt == "":
         raise ValueError("--prompt must not be empty")
-    model, tok, _cfg = load(args.run_dir)
+    try:
+        model, tok, _cfg = load(args.run_dir)
+    except CheckpointError as e:  # a damaged checkpoint is the user's data, not a bug: one line
+        raise ValueError(f"{args.run_dir}: {e}") from None
     n_prompt = len(tok.encode(args.prompt))
     if n_prompt + args.max_new_tokens > model.config.block_size:
         raise ValueError(f"--prompt ({n_prompt} tokens) + --max-new-tokens ({args.max_new_tokens}) exceeds "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,29 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _check_before_work(cfg) -> None:
+    """Everything that can be checked cheaply, before a model is built or data is encoded: a recipe's
+    data config may define ``check_available()`` (e.g. a missing data package, with how to install)."""
+    check = getattr(getattr(cfg, "data", None), "check_available", None)
+    if callable(check):
+        check()
+
+
+def _check_resumable(run_dir: Path) -> None:
+    """A resume needs a complete, undamaged newest checkpoint: say so in one line, before any work."""
+    from ..checkpoint import CheckpointError, complete_checkpoints, verify
+
+    ckpts = run_dir / "checkpoints"
+    done = complete_checkpoints(ckpts)
+    if not done:
+        raise FileNotFoundError(f"--resume {run_dir}: no complete checkpoint (no checkpoints/step-*/manifest.json) "
+                                "to resume from")
+    try:
+        verify(done[-1], done[-2] if len(done) > 1 else None)
+    except CheckpointError as e:
+        raise ValueError(f"--resume {run_dir}: {e}") from None
+
+
 def run(args) -> int:
     from ..config import apply_overrides, from_dict, to_dict
     from ..recipes import get_recipe
@@ -35,6 +59,8 @@ def run(args) -> int:
         saved = json.loads(cfg_path.read_text())
         recipe = get_recipe(saved["recipe"])
         cfg = from_dict(type(recipe.default_config()), saved)
+        _check_resumable(run_dir)
+        _check_before_work(cfg)
         print(f"resuming {run_dir}", file=sys.stderr)
         recipe.run(cfg, run_dir, resume=True)
         return 0
@@ -45,8 +71,15 @@ def run(args) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
+    _check_before_work(cfg)
     run_dir = Path(args.run_dir or f"runs/{recipe.NAME}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+    # Under torchrun only rank 0 checks: the other ranks start later and may already see the
+    # step-0 checkpoint that rank 0 just wrote into this very run. Only complete checkpoints
+    # count: a run killed while writing its step-0 checkpoint has nothing to resume, so it may
+    # simply be started again in the same folder (the temporary folder is cleaned up then).
+    from ..checkpoint import complete_checkpoints
+
+    if int(os.environ.get("RANK", 0)) == 0 and complete_checkpoints(run_dir / "checkpoints"):
         raise ValueError(f"--run-dir {run_dir} already holds a run; use --resume {run_dir} or another folder")
     print(f"run folder: {run_dir}", file=sys.stderr)
     recipe.run(cfg, run_dir)

@@ -5,10 +5,18 @@
 
 A batch is a pure function of (seed, split, index): resuming at step k, or splitting a batch
 over processes with ``rows=``, gives exactly the rows a single uninterrupted run would see.
+
+Two samplers (``sampling=``): "random" (default) draws each row's start anywhere in the split;
+"epoch" cuts the split into n = (len - 1) // block_size windows starting every block_size tokens
+(inputs never overlap) and visits them in a fresh seeded permutation per epoch, so every window
+is seen exactly once per epoch. Row r of the whole run (r = index * batch_size + i) is window
+perm_e[r mod n] of epoch e = r // n: still a pure function of the index, and a batch may straddle
+two epochs.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +32,7 @@ import torch
 from ..tokenizers import Tokenizer
 
 SPLITS = ("train", "val")
+SAMPLERS = ("random", "epoch")
 _CACHE_VERSION = 1
 
 
@@ -67,6 +76,19 @@ def id_dtype(vocab_size: int) -> np.dtype:
 def _batch_seed(seed: int, split: str, index: int) -> int:
     digest = hashlib.sha256(f"selfattn-batch\0{seed}\0{split}\0{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(seed: int, split: str, epoch: int, n_windows: int) -> torch.Tensor:
+    """The order in which epoch ``epoch`` visits the ``n_windows`` windows: (n_windows,) int64."""
+    digest = hashlib.sha256(f"selfattn-epoch\0{seed}\0{split}\0{epoch}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return torch.randperm(n_windows, generator=gen)
+
+
+def epoch_windows(n_tokens: int, block_size: int) -> int:
+    """How many non-overlapping windows (block_size inputs + 1 target) the "epoch" sampler uses."""
+    return (n_tokens - 1) // block_size
 
 
 @dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous; compare .train/.val yourself
@@ -134,6 +156,7 @@ class TokenData:
         *,
         seed: int,
         rows: slice | None = None,
+        sampling: str = "random",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``index`` of ``split``: (x, y) LongTensors (B, T), y = x shifted left by one.
 
@@ -146,6 +169,8 @@ class TokenData:
                 raise ValueError(f"{label}={value!r} must be an int >= {lo}")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed={seed!r} must be an int")
+        if sampling not in SAMPLERS:
+            raise ValueError(f"sampling={sampling!r} is not allowed; choose one of {SAMPLERS}")
         if block_size >= len(data):
             raise ValueError(
                 f"block_size={block_size} must be smaller than the {split} split ({len(data)} tokens): "
@@ -159,12 +184,29 @@ class TokenData:
             if len(picked) == 0:
                 raise ValueError(f"rows={rows!r} selects no row of a batch of {batch_size}")
 
-        gen = torch.Generator().manual_seed(_batch_seed(seed, split, index))
-        # Always draw the whole batch's offsets, then pick rows: a slice sees the same offsets.
-        offsets = torch.randint(0, len(data) - block_size, (batch_size,), generator=gen)  # (B,)
+        if sampling == "epoch":
+            offsets = self._epoch_offsets(split, index, batch_size, block_size, seed)  # (B,)
+        else:
+            gen = torch.Generator().manual_seed(_batch_seed(seed, split, index))
+            # Always draw the whole batch's offsets, then pick rows: a slice sees the same offsets.
+            offsets = torch.randint(0, len(data) - block_size, (batch_size,), generator=gen)  # (B,)
         chunk = np.stack([data[o : o + block_size + 1] for o in offsets[list(picked)].tolist()])  # (b, T+1)
         chunk = torch.from_numpy(chunk.astype(np.int64))
         return chunk[:, :-1], chunk[:, 1:]  # (b, T), (b, T)
+
+
+    def _epoch_offsets(self, split: str, index: int, batch_size: int, block_size: int, seed: int) -> torch.Tensor:
+        n = epoch_windows(len(self.split(split)), block_size)
+        first = index * batch_size  # row number in the whole run
+        offsets = []
+        for r in range(first, first + batch_size):
+            epoch, within = divmod(r, n)
+            offsets.append(int(_epoch_permutation(seed, split, epoch, n)[within]) * block_size)
+        return torch.tensor(offsets, dtype=torch.long)
+
+    def epoch_of(self, split: str, index: int, batch_size: int, block_size: int) -> float:
+        """Epochs completed before batch ``index`` under the "epoch" sampler (fractional)."""
+        return index * batch_size / epoch_windows(len(self.split(split)), block_size)
 
 
 def _encode(tokenizer: Tokenizer, text: str, split: str) -> np.ndarray:

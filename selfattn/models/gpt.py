@@ -148,6 +148,7 @@ class GPT(nn.Module):
         last position only (B, 1, vocab), all generation needs.
         """
         self._check_ids(input_ids, targets)
+        self._check_attention_mask(attention_mask, input_ids)
         B, T = input_ids.shape
         dev = input_ids.device
         past = cache.length if cache is not None else 0
@@ -198,6 +199,18 @@ class GPT(nn.Module):
         if attention_mask is None:
             return past_real[:, None] + torch.arange(T, device=device)
         return (past_real[:, None] + attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    @staticmethod
+    def _check_attention_mask(attention_mask, input_ids) -> None:
+        if attention_mask is None:
+            return
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.dtype.is_floating_point \
+                or attention_mask.dtype.is_complex:
+            raise TypeError(f"attention_mask must be a bool or integer tensor (1 = real token, 0 = padding); got "
+                            f"{getattr(attention_mask, 'dtype', type(attention_mask).__name__)}")
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}; "
+                             f"got {tuple(attention_mask.shape)}")
 
     def _check_ids(self, input_ids, targets):
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):

@@ -11,7 +11,8 @@ import importlib
 
 from ..config import ConfigError
 
-_MODULES = ("shakespeare_char", "shakespeare_llama")
+_MODULES = ("shakespeare_char", "shakespeare_llama", "imdb_sentiment", "imdb_minilm", "imdb_tfidf",
+            "fashion_vit", "fashion_cnn", "mnist_vit", "bible_en_es")
 
 
 def all_recipes() -> dict:

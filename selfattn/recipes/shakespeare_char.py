@@ -17,7 +17,7 @@ def default_config() -> LMRunConfig:
         model=GPTConfig(block_size=128, n_layer=4, n_head=4, n_embd=192, dropout=0.0, position="learned",
                         activation="gelu_tanh", norm="layernorm", bias=True, tie_embeddings=True),
         data=LMDataConfig(corpus="shakespeare", tokenizer="char"),
-        train=TrainConfig(max_steps=6000, batch_size=32, lr=2e-3, min_lr=1e-4, warmup_steps=200,
+        train=TrainConfig(max_steps=0, batch_size=32, lr=2e-3, min_lr=1e-4, warmup_steps=200,
                           weight_decay=0.1, beta2=0.99, eval_every=500, eval_batches=40,
                           checkpoint_every=1000, max_minutes=10.0, dtype="auto"),
         sample=SampleConfig(prompt="ROMEO:\n", max_new_tokens=600, temperature=0.8, top_p=0.95),

@@ -101,3 +101,24 @@ def test_schedule_warms_up_then_decays():
     lrs = [lr_at(s, cfg) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] >= 0.1
+
+
+def test_schedule_fitted_to_the_time_budget(tmp_path, counting_task):
+    """max_steps=0: the first steps are timed, then the cosine schedule is sized to max_minutes
+    and ends (at min_lr) inside the budget; a resume keeps the fitted length."""
+    torch.manual_seed(0)
+    cfg = _cfg(max_steps=0, max_minutes=0.05, warmup_steps=10, eval_every=1000)
+    tr = Trainer(_model(), counting_task, cfg, tmp_path)
+    out = tr.fit()
+    assert tr.total_steps is not None and tr.total_steps > 10 and out["steps"] <= tr.total_steps
+    # the fit is to the budget; a slower stretch afterwards ends it by max_minutes instead
+    assert out["stop_reason"] in ("max_steps", "max_minutes") and out["train_seconds"] <= 0.05 * 60 * 1.5
+    assert lr_at(tr.total_steps - 1, cfg, tr.total_steps) == pytest.approx(cfg.min_lr, rel=1e-2)
+    again = Trainer(_model(), counting_task, cfg, tmp_path)
+    again.resume()
+    assert again.total_steps == tr.total_steps
+
+
+def test_fitted_schedule_needs_a_budget():
+    with pytest.raises(ValueError, match="max_minutes > 0"):
+        _cfg(max_steps=0)

@@ -1,0 +1,1 @@
+"""Benchmark scripts (not tests): one per question; results land in benchmarks/results/."""

@@ -1,0 +1,98 @@
+"""DistributedDataParallel through the real CLI: `torchrun --nproc_per_node=2 -m selfattn train ...`
+on CPU (gloo). 2 ranks x batch B follow the loss curve of 1 process x batch 2B (train.batch_size is
+the global batch: the same value in both runs), only rank 0 writes, and a DDP run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+TEXT = "\n".join(f"SPEAKER {i % 3}:\nthe cat sat on the mat and the dog sat on the log {i % 11}.\n" for i in range(120))
+STEPS = 12
+ARGS = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "model.dropout=0.0",
+        "train.batch_size=8", "train.grad_accum=2", "train.eval_every=6", "train.eval_batches=2",
+        "train.checkpoint_every=4", "train.warmup_steps=3", "train.lr=3e-3", "train.log_every=1",
+        "train.dtype=float32", "train.threads=1", "train.progress=false", "sample.max_new_tokens=5"]
+
+
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-4000:]}"
+    return r
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    return _run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "selfattn", *args])
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _files(run: Path) -> set[str]:
+    return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    if not TORCHRUN.is_file():
+        pytest.skip(f"torchrun is not installed beside {sys.executable}")
+    tmp = tmp_path_factory.mktemp("ddp")
+    (tmp / "corpus.txt").write_text(TEXT)
+    common = ["train", "shakespeare-char", f"data.path={tmp / 'corpus.txt'}", f"data.cache_dir={tmp / 'cache'}",
+              f"train.max_steps={STEPS}", *ARGS]
+    ddp = _torchrun(*common, "--run-dir", str(tmp / "ddp"))
+    single = _run([sys.executable, "-m", "selfattn", *common, "--run-dir", str(tmp / "single")])
+    return tmp, ddp, single
+
+
+def test_two_ranks_follow_the_single_process_curve(runs):
+    tmp, _, _ = runs
+    a, b = _records(tmp / "ddp"), _records(tmp / "single")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    train_a = [r["loss"] for r in a if "loss" in r]
+    train_b = [r["loss"] for r in b if "loss" in r]
+    assert len(train_a) == STEPS and train_b[-1] < train_b[0]
+    worst = max(abs(x - y) for x, y in zip(train_a, train_b))
+    assert worst < 1e-5, f"2 ranks x 4 rows vs 1 process x 8 rows: largest loss difference {worst:.2e}"
+    vals_a = [r["val_loss"] for r in a if "val_loss" in r]
+    vals_b = [r["val_loss"] for r in b if "val_loss" in r]
+    assert len(vals_a) == 2 and max(abs(x - y) for x, y in zip(vals_a, vals_b)) < 1e-5
+
+
+def test_only_rank_0_writes(runs):
+    tmp, ddp, _ = runs
+    # one writer: every metric line once, the same files as a single process, one sample printed
+    steps = [r["step"] for r in _records(tmp / "ddp") if "loss" in r]
+    assert steps == list(range(1, STEPS + 1))
+    assert _files(tmp / "ddp") == _files(tmp / "single")
+    assert ddp.stderr.count("--- sample") == 1 and ddp.stderr.count("best validation loss") == 1
+
+
+def test_resume_under_ddp_is_exact(runs):
+    tmp, _, _ = runs
+    run = tmp / "ddp"
+    final = run / "checkpoints" / f"step-{STEPS:08d}"
+    want = _sha(final / "model.safetensors")
+    curve = [(r["step"], r.get("loss"), r.get("val_loss")) for r in _records(run)]
+    shutil.rmtree(final)  # as if the run had been stopped after the step-8 checkpoint
+    _torchrun("train", "--resume", str(run))
+    assert _sha(final / "model.safetensors") == want
+    assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in _records(run)] == curve
