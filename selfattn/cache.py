@@ -24,6 +24,7 @@ class KVCache:
         self.max_len = max_len
         self.length = 0  # slots filled so far (same for every row)
         self.pending = 0  # tokens written by the current forward, committed by advance()
+        self.padded = False  # True once any forward brought an attention_mask (maybe padding)
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
 
     @property
@@ -45,11 +46,17 @@ class KVCache:
         self.check_room(new_tokens)
         self.pending = new_tokens
         end = self.length + new_tokens
-        self.key_mask[:, self.length:end] = True if attention_mask is None else attention_mask.bool()
+        if attention_mask is not None:
+            self.padded = True
+            self.key_mask[:, self.length:end] = attention_mask.bool()
+        elif self.padded:  # the buffer starts all True: only a reused slot after padding needs writing
+            self.key_mask[:, self.length:end] = True
         self.positions[:, self.length:end] = positions
 
     def real_tokens(self) -> torch.Tensor:
         """(B,) how many real (non-padding) tokens each row holds."""
+        if not self.padded:  # no padding ever: every filled slot is real, no reduction needed
+            return torch.full((self.batch,), self.length, dtype=torch.long, device=self.key_mask.device)
         return self.key_mask[:, : self.length].sum(-1)
 
     def keys_positions(self) -> torch.Tensor:
@@ -67,7 +74,7 @@ class KVCache:
         """Keep rows ``index`` (beam search): in place, so views stay valid."""
         self.k.copy_(self.k.index_select(1, index))
         self.v.copy_(self.v.index_select(1, index))
-        self.key_mask.copy_(self.key_mask.index_select(0, index))
+        self.key_mask.copy_(self.key_mask.index_select(0, index))  # padded stays as it was
         self.positions.copy_(self.positions.index_select(0, index))
         self.cross = [None if c is None else (c[0].index_select(0, index), c[1].index_select(0, index))
                       for c in self.cross]

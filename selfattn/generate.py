@@ -57,16 +57,31 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.T
     return ids, mask
 
 
+def _stop_ids(eos_id) -> torch.Tensor | None:
+    """None, an int or a non-empty collection of ints -> None or a 1-D LongTensor."""
+    if eos_id is None:
+        return None
+    ids = [eos_id] if isinstance(eos_id, int) and not isinstance(eos_id, bool) else eos_id
+    try:
+        ids = list(ids)
+    except TypeError:
+        ids = None
+    if not ids or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in ids):
+        raise ValueError(f"eos_id must be None, a token id >= 0 or a non-empty collection of them; got {eos_id!r}")
+    return torch.tensor(sorted(set(ids)), dtype=torch.long)
+
+
 @torch.inference_mode()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 100, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             attention_mask: torch.Tensor | None = None, eos_id: int | None = None,
+             attention_mask: torch.Tensor | None = None, eos_id: int | Sequence[int] | None = None,
              stop: Callable[[torch.Tensor], bool] | None = None,
              on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """input_ids (B, T) -> (B, T + new) LongTensor, prompt included (temperature 0 = greedy).
 
-    attention_mask (B, T): 1 for real tokens, 0 for left padding. eos_id: a row that produces it
-    keeps producing it (so rows stay aligned) and generation stops when every row has.
+    attention_mask (B, T): 1 for real tokens, 0 for left padding. eos_id: one stop id or several
+    (chat models end a turn with their own token as well as the file's eos); a row that produces
+    one keeps repeating it (so rows stay aligned) and generation stops when every row has.
     on_token(ids_so_far (B, n)) is called after every step (for streaming); stop(ids_so_far) -> True
     ends early.
     """
@@ -81,10 +96,13 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 100, *, tempe
             f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) = {T + max_new_tokens} exceeds the "
             f"model's context of {ctx} tokens; shorten the prompt or lower max_new_tokens"
         )
+    stop_ids = _stop_ids(eos_id)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
+    if stop_ids is not None:
+        stop_ids = stop_ids.to(device)
     gens = None
     if temperature > 0:
         base = seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
@@ -103,14 +121,14 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 100, *, tempe
         else:
             probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
             nxt = torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)[0] for i, g in enumerate(gens)])
-        if eos_id is not None:
-            nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
-            done |= nxt == eos_id
+        if stop_ids is not None:
+            nxt = torch.where(done, out[:, n - 1], nxt)  # a finished row repeats its stop id
+            done |= torch.isin(nxt, stop_ids)
         out[:, n] = nxt
         n += 1
         if on_token is not None:
             on_token(out[:, :n])
-        if (eos_id is not None and bool(done.all())) or (stop is not None and stop(out[:, :n])) \
+        if (stop_ids is not None and bool(done.all())) or (stop is not None and stop(out[:, :n])) \
                 or n == T + max_new_tokens:
             break
         logits = model(nxt[:, None], attention_mask=ones, cache=cache, last_only=True)[:, -1]

@@ -99,13 +99,24 @@ class RotaryPositions(PositionalEncoding):
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head size; got head_dim={head_dim}")
         self.head_dim, self.base = head_dim, base
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (D/2,)
 
     def cos_sin(self, positions: torch.Tensor):
-        angles = positions.float().unsqueeze(-1) * self.inv_freq  # (B, T, D/2)
+        # Every layer rotates with the same positions: compute the tables once per forward and
+        # reuse them (SmolLM2's 30 layers otherwise repeat cos/sin/cat 30 times per token).
+        memo = getattr(self, "_memo", None)
+        if (memo is not None and memo[0].shape == positions.shape and memo[0].device == positions.device
+                and torch.equal(memo[0], positions)):
+            return memo[1]
+        # The frequencies in fp32 from the base, not from the buffer: model.to(bfloat16) casts the
+        # buffer too, and bf16 frequencies put angles off by ~p/256 radians at position p.
+        D = self.head_dim
+        inv_freq = self.base ** (-torch.arange(0, D, 2, dtype=torch.float32, device=positions.device) / D)
+        angles = positions.float().unsqueeze(-1) * inv_freq  # (B, T, D/2)
         angles = torch.cat([angles, angles], dim=-1)  # (B, T, D)
-        return angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)  # (B, 1, T, D)
+        out = angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)  # (B, 1, T, D)
+        if not torch.is_grad_enabled():  # no memo under autograd (nothing to save there)
+            self._memo = (positions.clone(), out)
+        return out
 
     @staticmethod
     def _rotate(x, cos, sin):  # not `_apply`: nn.Module uses that name for .to()/.double()

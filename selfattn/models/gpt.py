@@ -168,7 +168,10 @@ class GPT(nn.Module):
         # masks: True = may attend. Without padding the causal flag alone suffices (fused kernels
         # skip the masked half); with padding, one (B, 1, T, S) boolean mask carries both.
         mask, is_causal = None, T > 1  # one new query may see every key: no mask at all
-        if key_mask is not None and not bool(key_mask.all()):
+        # Without any padding (cache.padded False) the mask is all True: skip the check, which
+        # would otherwise reduce over every cached key and sync on each decoded token.
+        padded = cache.padded if cache is not None else key_mask is not None
+        if padded and not bool(key_mask.all()):
             S = key_mask.shape[1]
             mask = causal_mask(T, S, align="bottom_right", device=dev) & key_mask[:, None, None, :]
             is_causal = False

@@ -21,7 +21,7 @@ import torch
 gguf = pytest.importorskip("gguf")
 regex = pytest.importorskip("regex")
 
-from selfattn.chat import chat_once  # noqa: E402
+from selfattn.chat import ChatSession, PieceStreamer, chat_once  # noqa: E402
 from selfattn.interop import gguf as gguf_mod  # noqa: E402
 from selfattn.interop.gguf import load_gguf, read_gguf, resolve_model  # noqa: E402
 
@@ -54,6 +54,48 @@ def test_greedy_answer_is_paris(loaded):
                        temperature=0, stream=pieces.append)
     assert answer == "The capital of France is Paris."  # and it stopped at <|im_end|> by itself
     assert "".join(pieces) == answer
+
+
+@needs_smollm2
+def test_chat_session_keeps_history_and_resets(loaded):
+    model, bundle = loaded
+    s = ChatSession(model, bundle, max_new_tokens=12, temperature=0)
+    first = s.ask("What is the capital of France?")
+    assert first == "The capital of France is Paris."  # same as chat_once: one shared decode path
+    second_prompt = bundle.decode(s.prompt_ids("And of Italy?"))
+    # the second turn's prompt is the rendered conversation: first turn, its answer, new message
+    assert second_prompt == bundle.render_chat([
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": first}, {"role": "user", "content": "And of Italy?"}])
+    s.ask("And of Italy?")
+    assert len(s.history) == 4
+    s.reset()
+    assert s.history == [] and s.ask("What is the capital of France?") == first
+
+
+@needs_smollm2
+def test_chat_session_drops_oldest_turns_to_fit(loaded):
+    model, bundle = loaded
+    s = ChatSession(model, bundle, max_new_tokens=4, temperature=0, min_answer_tokens=4)
+    s.history = [{"role": "user", "content": "word " * (model.config.block_size // 2 + 100)}, {"role": "assistant", "content": "ok"}] * 2
+    ids = s.prompt_ids("Hi")
+    assert len(ids) <= model.config.block_size - 4
+    assert len(s.history) == 2  # the oldest exchange went, the newer one fit
+
+
+@needs_smollm2
+def test_streamer_holds_back_partial_utf8(loaded):
+    _, bundle = loaded
+    text = "Café 😀 naïve — 東京"
+    ids = bundle.encode(text)
+    pieces: list[str] = []
+    st = PieceStreamer(bundle, pieces.append)
+    partial_seen = False
+    for n in range(1, len(ids) + 1):
+        partial_seen |= bundle.decode(ids[:n]).endswith("\ufffd")
+        st.update(ids[:n])
+    assert partial_seen  # the text really splits a character across tokens
+    assert "".join(pieces) == text and all("\ufffd" not in p for p in pieces)
 
 
 @needs_smollm2
@@ -297,6 +339,10 @@ def test_bad_dtype_and_chat_arguments(tmp_path):
         chat_once(None, None, "hi", temperature=-1)  # refused before the model is touched
     with pytest.raises(ValueError, match="max_new_tokens"):
         chat_once(None, None, "hi", max_new_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        chat_once(None, None, "hi", top_p=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        ChatSession(None, None, temperature=-0.5)
 
 
 def test_unpermute_inverts_the_converters_permutation():

