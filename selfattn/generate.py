@@ -76,8 +76,14 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 100, *, tempe
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              attention_mask: torch.Tensor | None = None, eos_id: int | Sequence[int] | None = None,
              stop: Callable[[torch.Tensor], bool] | None = None,
-             on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+             on_token: Callable[[torch.Tensor], None] | None = None,
+             sliding_window: bool = False) -> torch.Tensor:
     """input_ids (B, T) -> (B, T + new) LongTensor, prompt included (temperature 0 = greedy).
+
+    Prompt + max_new_tokens must fit the model's context (block_size), unless
+    ``sliding_window=True``: then, whenever the context is full, the model restarts from the last
+    half of it (a fresh cache over those tokens, positions from 0), so text can run on for ever
+    at the cost of one prompt pass every block_size/2 tokens. The prompt itself must still fit.
 
     attention_mask (B, T): 1 for real tokens, 0 for left padding. eos_id: one stop id or several
     (chat models end a turn with their own token as well as the file's eos); a row that produces
@@ -91,10 +97,11 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 100, *, tempe
                          f"{getattr(input_ids, 'shape', type(input_ids).__name__)}")
     B, T = input_ids.shape
     ctx = model.config.block_size
-    if T + max_new_tokens > ctx:
+    if T > ctx or (T + max_new_tokens > ctx and not sliding_window):
         raise ValueError(
             f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) = {T + max_new_tokens} exceeds the "
-            f"model's context of {ctx} tokens; shorten the prompt or lower max_new_tokens"
+            f"model's context of {ctx} tokens; shorten the prompt, lower max_new_tokens, or pass "
+            "sliding_window=True (--sliding-window)"
         )
     stop_ids = _stop_ids(eos_id)
     was_training = model.training
@@ -107,11 +114,15 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 100, *, tempe
     if temperature > 0:
         base = seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         gens = [torch.Generator(device=device).manual_seed(base + i) for i in range(B)]
-    cache = model.make_cache(B, T + max_new_tokens)
+    cache = model.make_cache(B, min(T + max_new_tokens, ctx))
     step_mask = None if attention_mask is None else attention_mask.to(device)
     logits = model(input_ids, attention_mask=step_mask, cache=cache, last_only=True)[:, -1]  # (B, V)
     out = torch.empty(B, T + max_new_tokens, dtype=torch.long, device=device)
     out[:, :T] = input_ids
+    real = None  # (B, T + new) which tokens are real, for re-prefilling a window of padded rows
+    if step_mask is not None and sliding_window:
+        real = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
+        real[:, :T] = step_mask
     done = torch.zeros(B, dtype=torch.bool, device=device)
     ones = None if attention_mask is None else torch.ones(B, 1, dtype=torch.long, device=device)
     n = T
@@ -131,6 +142,12 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 100, *, tempe
         if (stop_ids is not None and bool(done.all())) or (stop is not None and stop(out[:, :n])) \
                 or n == T + max_new_tokens:
             break
+        if cache.length == cache.max_len:  # only with sliding_window: restart from the last half
+            keep = ctx // 2
+            cache = model.make_cache(B, ctx)
+            window_mask = None if real is None else real[:, n - keep:n]
+            logits = model(out[:, n - keep:n], attention_mask=window_mask, cache=cache, last_only=True)[:, -1]
+            continue
         logits = model(nxt[:, None], attention_mask=ones, cache=cache, last_only=True)[:, -1]
     if was_training:
         model.train()
@@ -140,7 +157,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 100, *, tempe
 def generate_text(model, tokenizer, prompt: str | Sequence[str], max_new_tokens: int = 200, *,
                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                   seed: int | None = None, stop_strings: Sequence[str] = (),
-                  stream: Callable[[str], None] | None = None) -> str | list[str]:
+                  stream: Callable[[str], None] | None = None, sliding_window: bool = False) -> str | list[str]:
     """Prompt text(s) -> generated text(s) (continuation only). ``stream`` receives text pieces of
     the first row as they are made; generation stops at any of ``stop_strings`` (cut before it)."""
     single = isinstance(prompt, str)
@@ -168,7 +185,8 @@ def generate_text(model, tokenizer, prompt: str | Sequence[str], max_new_tokens:
 
     out = generate(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    seed=seed, attention_mask=None if bool(mask.all()) else mask, eos_id=eos,
-                   stop=stop if stop_strings else None, on_token=on_token if stream else None)
+                   stop=stop if stop_strings else None, on_token=on_token if stream else None,
+                   sliding_window=sliding_window)
     texts = []
     for r in out:
         t = text_of(r[T:])

@@ -6,6 +6,7 @@ Recipes (``selfattn/recipes``) are configs of this pipeline; ``selfattn train <r
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -186,12 +187,9 @@ def load(run_or_checkpoint: str | Path, *, which: str = "best"):
 def run_lm_recipe(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False) -> dict:
     """Train, then load the best checkpoint, print a sample, write loss.png and attention.png."""
     from .generate import generate_text
-    from .train import Trainer  # noqa: F401  (import cost paid before the clock starts)
     from .viz import plot_lm_attention, plot_loss
 
     result = train_lm(cfg, run_dir, resume=resume)
-    import os
-
     if int(os.environ.get("RANK", 0)) != 0:
         return result
     model, tok, saved = load(run_dir)
@@ -203,8 +201,8 @@ def run_lm_recipe(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False) -> d
         prompt = tok.decode([0])
         print(f"sample.prompt {s.prompt!r} is not in this vocabulary; starting from {prompt!r}", file=sys.stderr)
     print(f"\n--- sample (temperature {s.temperature}, top_p {s.top_p}, seed {s.seed}) ---", file=sys.stderr)
-    text = generate_text(model, tok, prompt, min(s.max_new_tokens, model.config.block_size - len(tok.encode(prompt))),
-                         temperature=s.temperature, top_k=s.top_k or None, top_p=s.top_p, seed=s.seed,
+    text = generate_text(model, tok, prompt, s.max_new_tokens, temperature=s.temperature, top_k=s.top_k or None,
+                         top_p=s.top_p, seed=s.seed, sliding_window=True,
                          stream=lambda piece: print(piece, end="", flush=True))
     print("\n---", file=sys.stderr)
     (Path(run_dir) / "sample.txt").write_text(prompt + text)

@@ -134,3 +134,18 @@ def test_several_stop_ids_end_each_row_at_its_first_stop(model):
 def test_bad_stop_ids(model, eos):
     with pytest.raises(ValueError, match="eos_id"):
         generate(model, torch.tensor([[1, 2]]), 3, temperature=0, eos_id=eos)
+
+
+def test_sliding_window_runs_past_the_context_and_equals_a_restart(model):
+    """With sliding_window=True generation continues past block_size (64 here): each time the
+    context is full it restarts from the last half, exactly as a fresh call on that half would."""
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    out = generate(model, ids, 100, temperature=0, sliding_window=True)
+    assert out.shape == (1, 105)
+    # the first 64 tokens are plain generation; token 64 is what a fresh prompt of tokens 32..63 gives
+    plain = generate(model, ids, 59, temperature=0)
+    assert torch.equal(out[:, :64], plain)
+    restart = generate(model, out[:, 32:64], 1, temperature=0)
+    assert int(out[0, 64]) == int(restart[0, -1])
+    with pytest.raises(ValueError, match="sliding_window"):
+        generate(model, ids, 100, temperature=0)
