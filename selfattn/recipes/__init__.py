@@ -11,7 +11,7 @@ import importlib
 
 from ..config import ConfigError
 
-_MODULES = ("shakespeare_char", "shakespeare_llama", "imdb_sentiment", "imdb_minilm", "imdb_tfidf",
+_MODULES = ("shakespeare_char", "shakespeare_gpt2", "imdb_sentiment", "imdb_minilm", "imdb_tfidf",
             "fashion_vit", "fashion_cnn", "mnist_vit", "bible_en_es")
 
 
