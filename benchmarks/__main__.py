@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ("attention.py",)
+SCRIPTS = ("attention.py", "train_gpt.py", "generate.py", "generate_smollm2.py")
 
 
 def main(argv: list[str]) -> int:

@@ -68,6 +68,7 @@ def one_run(model, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float,
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 repeats, 16 new tokens, 2 threads only")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--prompt-tokens", type=int, default=128)
@@ -76,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd models (reports compile time)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats, args.new_tokens, args.threads = 3, 16, [2]
     if args.repeats < 1 or args.new_tokens < 2 or args.prompt_tokens < 1 or any(t < 1 for t in args.threads):
         ap.error("--repeats >= 1, --new-tokens >= 2, --prompt-tokens >= 1, --threads >= 1")
 

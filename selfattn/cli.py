@@ -22,13 +22,16 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)  # --help shows defaults
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse's default prints the usage block; we print one line
         raise UsageError(f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="selfattn", description="Self-attention and the transformer: train, generate, inspect.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog="selfattn", description="Self-attention and the transformer: train, generate, inspect.")
     p.add_argument("--version", action="version", version=f"selfattn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:

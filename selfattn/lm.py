@@ -201,6 +201,7 @@ def run_lm_recipe(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False) -> d
         prompt = tok.decode([0])
         print(f"sample.prompt {s.prompt!r} is not in this vocabulary; starting from {prompt!r}", file=sys.stderr)
     print(f"\n--- sample (temperature {s.temperature}, top_p {s.top_p}, seed {s.seed}) ---", file=sys.stderr)
+    print(prompt, end="", flush=True)
     text = generate_text(model, tok, prompt, s.max_new_tokens, temperature=s.temperature, top_k=s.top_k or None,
                          top_p=s.top_p, seed=s.seed, sliding_window=True,
                          stream=lambda piece: print(piece, end="", flush=True))

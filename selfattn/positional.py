@@ -53,7 +53,8 @@ class LearnedPositions(PositionalEncoding):
         nn.init.normal_(self.weight, std=0.02)
 
     def add_to_input(self, x, positions):
-        hi = int(positions.max()) if positions.numel() else 0
+        # reading a tensor value breaks a torch.compile graph: check in eager mode only
+        hi = int(positions.max()) if positions.numel() and not torch.compiler.is_compiling() else 0
         if hi >= self.max_len:
             raise ValueError(
                 f"position {hi} is beyond the {self.max_len} learned positions (block_size); "

@@ -217,6 +217,7 @@ class Trainer:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
         self.forward_model = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+        self._compile_checked = not cfg.compile
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.is_main = self.rank == 0
 
@@ -315,6 +316,19 @@ class Trainer:
 
     def train_step(self) -> tuple[float, int]:
         """One optimizer step (grad_accum micro-steps); returns (loss, tokens) of this step."""
+        if not self._compile_checked:
+            # torch.compile needs a working C++ toolchain: if the first compiled step fails, say so
+            # and train eagerly (same maths) rather than lose the run.
+            self._compile_checked = True
+            try:
+                return self._train_step()
+            except Exception as e:  # noqa: BLE001 - any compiler failure
+                warnings.warn(f"train.compile=true failed ({type(e).__name__}: {str(e)[:200]}); "
+                              "training without torch.compile", stacklevel=2)
+                self.forward_model = self.wrapped
+        return self._train_step()
+
+    def _train_step(self) -> tuple[float, int]:
         cfg = self.cfg
         lr = lr_at(self.step, cfg, self.total_steps)
         for g in self.optimizer.param_groups:

@@ -5,6 +5,8 @@ The architecture is the Llama style of our GPT (RoPE, RMSNorm, SwiGLU, no biases
 step count it reached a validation loss of 1.73 against 1.97 for the GPT-2 style (learned
 positions, LayerNorm, GELU) after 350 steps of 4,096 characters (see README). The schedule's
 length is fitted to the 10-minute budget from the timing of the first steps (train.max_steps=0).
+torch.compile is on: its ~30 s of compilation count in the 10 minutes, and the fused step is
+about 1.28x faster than eager here (358 vs 279 ms, measured alternating), so more steps fit.
 """
 
 from ..lm import LMDataConfig, LMRunConfig, SampleConfig, run_lm_recipe
@@ -23,7 +25,7 @@ def default_config() -> LMRunConfig:
         data=LMDataConfig(corpus="shakespeare", tokenizer="char"),
         train=TrainConfig(max_steps=0, batch_size=32, lr=2e-3, min_lr=1e-4, warmup_steps=100,
                           weight_decay=0.1, beta2=0.99, eval_every=250, eval_batches=40,
-                          checkpoint_every=500, max_minutes=10.0, dtype="auto"),
+                          checkpoint_every=500, max_minutes=10.0, dtype="auto", compile=True),
         sample=SampleConfig(prompt="ROMEO:\n", max_new_tokens=600, temperature=0.8, top_p=0.95),
     )
 

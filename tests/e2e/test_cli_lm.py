@@ -8,7 +8,7 @@ import sys
 import pytest
 
 TEXT = "\n".join(f"SPEAKER {i % 3}:\nthe cat sat on the mat and the dog sat on the log.\n" for i in range(400))
-SMALL = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
+SMALL = ["train.compile=false", "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
          "train.batch_size=8", "train.eval_every=20", "train.eval_batches=2", "train.checkpoint_every=20",
          "train.warmup_steps=5", "train.lr=3e-3", "train.log_every=5", "train.dtype=float32",
          "sample.max_new_tokens=20"]

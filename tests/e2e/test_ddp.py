@@ -18,7 +18,7 @@ import pytest
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 TEXT = "\n".join(f"SPEAKER {i % 3}:\nthe cat sat on the mat and the dog sat on the log {i % 11}.\n" for i in range(120))
 STEPS = 12
-ARGS = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "model.dropout=0.0",
+ARGS = ["train.compile=false", "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "model.dropout=0.0",
         "train.batch_size=8", "train.grad_accum=2", "train.eval_every=6", "train.eval_batches=2",
         "train.checkpoint_every=4", "train.warmup_steps=3", "train.lr=3e-3", "train.log_every=1",
         "train.dtype=float32", "train.threads=1", "train.progress=false", "sample.max_new_tokens=5"]

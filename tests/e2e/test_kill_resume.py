@@ -27,7 +27,7 @@ from selfattn.data.text import epoch_windows, text_file_splits
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i % 7}.\n" for i in range(40))
 BLOCK, BATCH, ACCUM, STEPS = 16, 8, 2, 30
-ARGS = ["data.sampling=epoch", "model.n_layer=1", "model.n_head=2", "model.n_embd=16", f"model.block_size={BLOCK}",
+ARGS = ["train.compile=false", "data.sampling=epoch", "model.n_layer=1", "model.n_head=2", "model.n_embd=16", f"model.block_size={BLOCK}",
         f"train.batch_size={BATCH}", f"train.grad_accum={ACCUM}", "train.eval_every=10", "train.eval_batches=2",
         "train.checkpoint_every=3", "train.keep_last=2", "train.warmup_steps=2", "train.log_every=1",
         "train.dtype=float32", "train.threads=1", "train.progress=false", "sample.max_new_tokens=5"]
