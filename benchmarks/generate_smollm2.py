@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -28,21 +27,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_info  # noqa: E402
 from selfattn.generate import generate  # noqa: E402
 from selfattn.interop.gguf import load_gguf  # noqa: E402
 
 TEXT = ("The transformer reads a sequence of tokens and, at every layer, lets each token look at "
         "the others through attention, then passes the result through a small feed-forward network. ")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> str:
@@ -125,7 +115,7 @@ def main(argv=None) -> int:
     host = socket.gethostname()
     today = dt.date.today().isoformat()
     header = (f"# SmolLM2-135M-Instruct generation, batch 1 ({today})\n\n"
-              f"- machine: {host}, CPU: {cpu_model()}, {os.cpu_count()} logical CPUs\n"
+              f"- machine: {host}, CPU: {machine_info()['cpu']}, {os.cpu_count()} logical CPUs\n"
               f"- torch {torch.__version__}, thread counts {args.threads} (torch.set_num_threads), "
               f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n"
               f"- prompt {prompt.shape[1]} tokens, {args.new_tokens} new tokens, greedy, median of "

@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 from benchmarks.common import alternating_medians, markdown_table, write_results  # noqa: E402
 from selfattn.models import GPT, GPTConfig  # noqa: E402
+from selfattn.train import weight_decay_groups  # noqa: E402
 
 SIZES = {  # name: (n_layer, n_head, n_embd, block_size, batch)
     "small": (4, 4, 128, 64, 12),
@@ -42,7 +43,7 @@ def our_step(size: str, amp: bool):
     L, H, D, T, B = SIZES[size]
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=VOCAB, block_size=T, n_layer=L, n_head=H, n_embd=D))
-    opt = torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, fused=True)
+    opt = torch.optim.AdamW(weight_decay_groups(model, 0.1), lr=1e-3, fused=True)
     x = torch.randint(0, VOCAB, (B, T))
 
     def step():

@@ -116,6 +116,19 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: matrices (linear and conv weights, embeddings) decay; biases, norm gains and
+    the parameters a model lists by name prefix in ``no_weight_decay`` (e.g. a ViT's positions and
+    class token) do not."""
+    skip_prefixes = tuple(getattr(model, "no_weight_decay", ()))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            skip = p.dim() < 2 or (skip_prefixes and name.startswith(skip_prefixes))
+            (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
     """Linear warm-up to lr, then cosine decay to min_lr at total_steps (default max_steps)."""
     if step < cfg.warmup_steps:
@@ -200,8 +213,7 @@ class Trainer:
         self.micro = per_rank  # rows per micro-step over all ranks
         self.model = model.to(self.device)
         self.amp_dtype = resolve_dtype(cfg.dtype, self.device)
-        groups = model.param_groups(cfg.weight_decay) if hasattr(model, "param_groups") else \
-            [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+        groups = weight_decay_groups(model, cfg.weight_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                            fused=self.device.type in ("cpu", "cuda"))
         self.step = 0

@@ -15,7 +15,6 @@ batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -125,20 +124,7 @@ def run_config_from_dict(data: dict) -> VisionRunConfig:
 def build_model(cfg: VisionRunConfig) -> torch.nn.Module:
     if cfg.arch == "cnn":
         return CNN(cfg.model)
-    model = ViT(cfg.model)
-    # ViT has no param_groups of its own: keep biases, norm gains, positions and the class token
-    # out of weight decay, as for the GPT and the CNN.
-    model.param_groups = functools.partial(_decay_groups, model)
-    return model
-
-
-def _decay_groups(model: torch.nn.Module, weight_decay: float):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            skip = p.dim() < 2 or name.startswith(("pos_", "cls_token"))
-            (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return ViT(cfg.model)
 
 
 # ---- data ------------------------------------------------------------------------------------

@@ -54,13 +54,6 @@ class CNN(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def param_groups(self, weight_decay: float):
-        """AdamW groups: conv and linear weights decay; biases and batch-norm gains do not."""
-        decay, no_decay = [], []
-        for p in self.parameters():
-            if p.requires_grad:
-                (decay if p.dim() >= 2 else no_decay).append(p)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def check_images(self, images) -> None:
         c = self.config

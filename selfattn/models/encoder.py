@@ -283,14 +283,6 @@ class Encoder(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def param_groups(self, weight_decay: float):
-        """AdamW groups: 2-D weights (matmuls, embeddings) decay; biases and norm gains do not."""
-        decay, no_decay = [], []
-        for p in self.parameters():
-            if p.requires_grad:
-                (decay if p.dim() >= 2 else no_decay).append(p)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
 
 def mask_tokens(input_ids: torch.Tensor, mask_id: int, vocab_size: int, special_ids: Sequence[int],
                 prob: float = 0.15, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

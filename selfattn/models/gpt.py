@@ -235,10 +235,3 @@ class GPT(nn.Module):
         return KVCache(c.n_layer, batch, c.n_kv_head or c.n_head, max_len or c.block_size, c.head_dim,
                        dtype=dtype or p.dtype, device=p.device)
 
-    def param_groups(self, weight_decay: float):
-        """AdamW groups: 2-D weights (matmuls, embeddings) decay; biases and norm gains do not."""
-        decay, no_decay = [], []
-        for p in self.parameters():
-            if p.requires_grad:
-                (decay if p.dim() >= 2 else no_decay).append(p)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -88,6 +88,9 @@ def _resampled_coords(new: int, old: int, device=None) -> torch.Tensor:
 
 
 class ViT(nn.Module):
+    # kept out of weight decay by the Trainer (selfattn.train.weight_decay_groups), like biases
+    no_weight_decay = ("pos_", "cls_token")
+
     def __init__(self, config: ViTConfig):
         super().__init__()
         c = self.config = config

@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 from selfattn.config import ConfigError
 from selfattn.models import Encoder, EncoderConfig
 from selfattn.models.encoder import mask_tokens
+from selfattn.train import weight_decay_groups
 
 V = 50
 
@@ -139,7 +140,7 @@ def test_classifier_learns_a_toy_rule(pooling, pooler):
     ids[:, 0] = 1  # [CLS]
     labels = torch.arange(16) % 2
     ids[labels == 1, 4] = 7
-    opt = torch.optim.AdamW(model.param_groups(0.01), lr=1e-2)
+    opt = torch.optim.AdamW(weight_decay_groups(model, 0.01), lr=1e-2)
     out = model(ids, labels=labels)
     assert out.logits.shape == (16, 2) and out.hidden.shape == (16, 8, 32) and out.mlm_logits is None
     first = out.loss.item()

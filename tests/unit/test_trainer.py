@@ -122,3 +122,16 @@ def test_schedule_fitted_to_the_time_budget(tmp_path, counting_task):
 def test_fitted_schedule_needs_a_budget():
     with pytest.raises(ValueError, match="max_minutes > 0"):
         _cfg(max_steps=0)
+
+
+def test_weight_decay_groups_keep_biases_norms_and_named_parameters_out():
+    from selfattn.models import ViT, ViTConfig
+    from selfattn.train import weight_decay_groups
+
+    vit = ViT(ViTConfig(image_size=8, patch_size=4, n_classes=3, d_model=16, n_layer=1, n_head=2))
+    decay, no_decay = weight_decay_groups(vit, 0.1)
+    names = {id(p): n for n, p in vit.named_parameters()}
+    assert {names[id(p)] for p in no_decay["params"]} >= {"cls_token", "pos_grid", "pos_cls"}
+    assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    assert not any(names[id(p)].startswith(("pos_", "cls_token")) for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0

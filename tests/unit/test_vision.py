@@ -11,6 +11,7 @@ from selfattn.config import ConfigError, apply_overrides
 from selfattn.models.cnn import CNN, CNNConfig
 from selfattn.vision import (CNNRunConfig, ImageDataConfig, ImageSplits, ImageTask, VisionRunConfig, augment,
                              confusion_matrix, read_image, run_config_from_dict, synthetic_quadrant)
+from selfattn.train import weight_decay_groups
 
 
 def splits(n=64, size=12, seed=0) -> ImageSplits:
@@ -108,7 +109,7 @@ def test_cnn_baseline_forward_backward_and_learns():
     assert logits.shape == (64, 4) and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    groups = model.param_groups(0.1)
+    groups = weight_decay_groups(model, 0.1)
     assert all(p.dim() >= 2 for p in groups[0]["params"]) and all(p.dim() < 2 for p in groups[1]["params"])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     first = float(loss.detach())
