@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--no-memory", action="store_true", help="skip the live-memory measurement")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out-dir", type=Path, default=None)
+    ap.add_argument("--shape", type=int, nargs=3, metavar=("B", "H", "D"), default=None,
+                    help="batch, heads, head size (default 1 8 64; a training shape: 32 4 48)")
     args = ap.parse_args(argv)
+    global BATCH, HEADS, HEAD_DIM
+    if args.shape:
+        BATCH, HEADS, HEAD_DIM = args.shape
     if args.threads is not None:
         if args.threads < 1:
             ap.error(f"--threads must be >= 1; got {args.threads}")
