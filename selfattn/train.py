@@ -445,11 +445,19 @@ class Trainer:
                             self.save(best=True)
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
+                reason = None
                 if cfg.max_minutes and self.train_seconds >= cfg.max_minutes * 60:
-                    stop_reason = "max_minutes"
-                    break
-                if stop_signal["hit"]:
-                    stop_reason = "SIGTERM"
+                    reason = "max_minutes"
+                elif stop_signal["hit"]:
+                    reason = "SIGTERM"
+                if self.world > 1:
+                    # under DDP every rank must leave the loop at the same step, or the others
+                    # would wait for it in the next all-reduce: stop when any rank wants to
+                    t = torch.tensor([int(reason is not None)], device=self.device)
+                    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                    reason = reason or ("max_minutes" if int(t) else None)
+                if reason is not None:
+                    stop_reason = reason
                     break
         except KeyboardInterrupt:
             stop_reason = "interrupted"

@@ -96,3 +96,16 @@ def test_resume_under_ddp_is_exact(runs):
     _torchrun("train", "--resume", str(run))
     assert _sha(final / "model.safetensors") == want
     assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in _records(run)] == curve
+
+
+def test_time_budget_stops_every_rank_together(runs):
+    """train.max_steps=0 fits the schedule to max_minutes on rank 0's timing; the time-based stop
+    is decided collectively, so no rank is left waiting in an all-reduce (the run would hang)."""
+    tmp, _, _ = runs
+    run = tmp / "timed"
+    args = [a for a in ARGS if not a.startswith("train.warmup_steps")]
+    _torchrun("train", "shakespeare-char", f"data.path={tmp / 'corpus.txt'}", f"data.cache_dir={tmp / 'cache'}",
+              "train.max_steps=0", "train.max_minutes=0.1", "train.warmup_steps=10", *args, "--run-dir", str(run))
+    steps = [r["step"] for r in _records(run) if "loss" in r]
+    assert steps and steps == sorted(set(steps)) and steps[-1] > 10
+    assert (run / "checkpoints" / f"step-{steps[-1]:08d}" / "manifest.json").is_file()
