@@ -153,6 +153,15 @@ class RMSNorm(nn.Module):
         return (y * self.weight.float()).to(x.dtype)
 
 
+def init_normal_(module: nn.Module, std: float) -> None:
+    """GPT-2/BERT initialisation of one module: linear and embedding weights ~ N(0, std), biases 0.
+    Use as ``model.apply(lambda m: init_normal_(m, std))``."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 def make_norm(kind: str, dim: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
     if kind == "layernorm":
         return nn.LayerNorm(dim, eps=eps, bias=bias)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from ..models.gpt import GPT, GPTConfig
 from .hf_bert import load_bert
+from .tensors import tensor_problems
 
 # ---- reading a folder ------------------------------------------------------------------------
 
@@ -88,20 +89,11 @@ def take_tensors(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int
     expected: name -> shape every tensor must have; optional: may be present (e.g. a tied lm_head
     some writers keep); ignored: names of buffers that older writers saved (causal masks)."""
     optional = optional or {}
-    missing = [n for n in expected if n not in tensors]
-    extra = [n for n in tensors if n not in expected and n not in optional and not ignored(n)]
-    shapes = {**expected, **optional}
-    misshapen = [f"{n}: expected {tuple(shapes[n])}, got {tuple(tensors[n].shape)}"
-                 for n in shapes if n in tensors and tuple(tensors[n].shape) != tuple(shapes[n])]
-    if missing or extra or misshapen:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors ({len(missing)}): {', '.join(missing)}")
-        if extra:
-            parts.append(f"unexpected tensors ({len(extra)}): {', '.join(sorted(extra))}")
-        if misshapen:
-            parts.append(f"misshapen tensors ({len(misshapen)}): {'; '.join(misshapen)}")
+    kept = {n: t for n, t in tensors.items() if n in expected or n in optional or not ignored(n)}
+    parts = tensor_problems(kept, expected, optional)
+    if parts:
         raise ValueError(f"the weights do not match the {what} architecture in config.json: " + " | ".join(parts))
+    shapes = {**expected, **optional}
     return {n: tensors[n] for n in shapes if n in tensors}
 
 

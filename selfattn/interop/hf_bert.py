@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..models.encoder import Encoder, EncoderConfig
+from .tensors import tensor_problems
 
 # Hugging Face's activation names -> ours (BERT's "gelu" is the exact erf form).
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
@@ -178,16 +179,7 @@ def load_bert(config_dict: dict, tensors: dict[str, torch.Tensor], path: str | P
             del t[name]
 
     expected = _expected(cfg, cfg.pooler, cfg.mlm_head, cfg.n_classes)
-    missing = sorted(set(expected) - set(t))
-    extra = sorted(set(t) - set(expected))
-    misshapen = sorted(f"{k}: expected {expected[k]}, got {tuple(t[k].shape)}"
-                       for k in set(expected) & set(t) if tuple(t[k].shape) != expected[k])
-    if missing:
-        problems.append(f"missing {len(missing)}: {missing}")
-    if extra:
-        problems.append(f"unexpected {len(extra)}: {extra}")
-    if misshapen:
-        problems.append(f"misshapen {len(misshapen)}: {misshapen}")
+    problems += tensor_problems(t, expected)
     if problems:
         where = f" in {path}" if path is not None else ""
         raise ValueError(f"BERT tensors{where} do not match its config: " + "; ".join(problems))

@@ -27,7 +27,7 @@ from torch import nn
 from ..attention import BACKEND_NAMES
 from ..block import BlockSpec, TransformerBlock
 from ..config import ConfigError, check_choice, check_range
-from ..layers import ACTIVATIONS
+from ..layers import ACTIVATIONS, init_normal_
 from ..positional import build_positional
 
 ENCODER_POSITIONS = ("learned", "sinusoidal", "none")
@@ -121,13 +121,7 @@ class Encoder(nn.Module):
         self.pooler = nn.Linear(c.n_embd, c.n_embd) if c.pooler else None
         self.classifier = nn.Linear(c.n_embd, c.n_classes) if c.n_classes else None
         self.mlm_head = MLMHead(c.n_embd, c.vocab_size, c.norm_eps) if c.mlm_head else None
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, mean=0.0, std=self.config.init_std)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
+        self.apply(lambda m: init_normal_(m, self.config.init_std))
 
     # ---- the encoder -------------------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

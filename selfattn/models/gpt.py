@@ -20,7 +20,7 @@ from ..attention.masks import causal_mask
 from ..block import BlockSpec, TransformerBlock
 from ..cache import KVCache
 from ..config import ConfigError, check_choice, check_range
-from ..layers import ACTIVATIONS, NORMS, make_norm
+from ..layers import ACTIVATIONS, NORMS, init_normal_, make_norm
 from ..positional import POSITION_KINDS, build_positional, default_positions
 from ..attention import BACKEND_NAMES
 
@@ -104,20 +104,12 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        self.apply(self._init_weights)
+        self.apply(lambda m: init_normal_(m, self.config.init_std))
         # Residual projections write into the stream once per layer, twice per block: scale them
         # by 1/sqrt(2·n_layer) so the stream's variance does not grow with depth (GPT-2's rule).
         for name, p in self.named_parameters():
             if name.endswith(("attn.out_proj.weight", "ffn.down_proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=c.init_std / math.sqrt(2 * c.n_layer))
-
-    def _init_weights(self, m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, mean=0.0, std=self.config.init_std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=self.config.init_std)
 
     # ---- sizes -------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:

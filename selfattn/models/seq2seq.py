@@ -28,7 +28,7 @@ from ..attention.masks import causal_mask
 from ..block import BlockSpec, TransformerBlock
 from ..cache import KVCache
 from ..config import ConfigError, check_choice, check_range
-from ..layers import ACTIVATIONS, make_norm
+from ..layers import ACTIVATIONS, init_normal_, make_norm
 from ..positional import LearnedPositions, SinusoidalPositions, default_positions
 
 SEQ2SEQ_POSITIONS = ("sinusoidal", "learned")
@@ -128,7 +128,7 @@ class Seq2Seq(nn.Module):
         self.dec_norm = make_norm("layernorm", c.d_model, c.norm_eps) if c.prenorm else nn.Identity()
         self.lm_head = nn.Linear(c.d_model, c.tgt_vocab, bias=False)
 
-        self.apply(self._init_weights)
+        self.apply(lambda m: init_normal_(m, self.config.init_std))
         if c.position == "sinusoidal":
             # Embeddings are multiplied by sqrt(d) before the table (values in [-1, 1]) is added:
             # initialise them with std d^-1/2 so the two terms have the same scale.
@@ -136,14 +136,6 @@ class Seq2Seq(nn.Module):
                 nn.init.normal_(emb.weight, std=c.d_model ** -0.5)
         if c.tie_output:
             self.lm_head.weight = self.tgt_emb.weight
-
-    def _init_weights(self, m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, mean=0.0, std=self.config.init_std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=self.config.init_std)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -137,7 +137,8 @@ def test_corrupt_folder_lists_every_bad_tensor(tmp_path):
         load_bert_folder(tmp_path)
     msg = str(err.value)
     for name in ("encoder.layer.1.attention.self.key.weight", "encoder.layer.0.intermediate.dense.weight",
-                 "encoder.layer.2.output.dense.weight", "missing 1", "unexpected 1", "misshapen 1", "(37, 32)"):
+                 "encoder.layer.2.output.dense.weight", "missing tensors (1)", "unexpected tensors (1)",
+                 "misshapen tensors (1)", "(37, 32)"):
         assert name in msg, (name, msg)
 
 
