@@ -96,10 +96,13 @@ def pause_for_tests(where: str, step: int) -> None:
 
 
 def write_checkpoint(final: Path, model: torch.nn.Module, *, state: dict | None = None,
-                     extra_files: Callable[[Path], None] | None = None, meta: dict | None = None) -> Path:
-    """Write a complete checkpoint folder at ``final`` atomically (replacing an older one)."""
+                     extra_files: Callable[[Path], None] | None = None, meta: dict | None = None,
+                     tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a complete checkpoint folder at ``final`` atomically (replacing an older one).
+    ``tensors``: the weights when they are not the model's own state (e.g. gathered from shards)."""
     final = Path(final)
-    tensors = state_dict_for_save(model)
+    if tensors is None:
+        tensors = state_dict_for_save(model)
     bad = weights_are_finite(tensors)
     if bad is not None:
         raise CheckpointError(f"refusing to write {final}: weight {bad!r} is not finite")

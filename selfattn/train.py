@@ -33,6 +33,7 @@ from .checkpoint import (CheckpointError, clean_temporaries, complete_checkpoint
 from .config import ConfigError, check_choice, check_range
 
 DTYPES = ("auto", "float32", "bfloat16")
+PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass
@@ -59,6 +60,7 @@ class TrainConfig:
     log_every: int = 10
     on_nan: str = "stop"  # stop | skip
     progress: bool = True
+    parallel: str = "ddp"  # under torchrun: ddp (replicated weights) | fsdp (sharded, fully_shard)
 
     def __post_init__(self):
         check_range("train.max_steps", self.max_steps, 0)
@@ -79,6 +81,7 @@ class TrainConfig:
         check_range("train.threads", self.threads, 0)
         check_choice("train.dtype", self.dtype, DTYPES)
         check_choice("train.on_nan", self.on_nan, ("stop", "skip"))
+        check_choice("train.parallel", self.parallel, PARALLEL)
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"train.batch_size={self.batch_size} must be divisible by "
                              f"train.grad_accum={self.grad_accum}")
@@ -213,9 +216,13 @@ class Trainer:
         self.micro = per_rank  # rows per micro-step over all ranks
         self.model = model.to(self.device)
         self.amp_dtype = resolve_dtype(cfg.dtype, self.device)
+        self.fsdp = self.world > 1 and cfg.parallel == "fsdp"
+        if self.fsdp:
+            # Sharding replaces parameters by DTensors, so it comes before the optimizer is built.
+            shard_model(model)
         groups = weight_decay_groups(model, cfg.weight_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                           fused=self.device.type in ("cpu", "cuda"))
+                                           fused=self.device.type in ("cpu", "cuda") and not self.fsdp)
         self.step = 0
         # The schedule's length: max_steps, or (max_steps=0) fitted to max_minutes once the first
         # steps have been timed; saved in the checkpoint so a resume follows the same schedule.
@@ -225,7 +232,8 @@ class Trainer:
         self.skipped = 0
         self.train_seconds = 0.0
         self.wrapped = model
-        if self.world > 1:
+        self._saved_step = -1  # the step of the newest checkpoint this process saved or resumed
+        if self.world > 1 and not self.fsdp:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
         self.forward_model = torch.compile(self.wrapped) if cfg.compile else self.wrapped
@@ -234,19 +242,29 @@ class Trainer:
         self.is_main = self.rank == 0
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def _state(self) -> dict:
+    def _state(self, optimizer_state: dict) -> dict:
         return {"step": self.step, "total_steps": self.total_steps or 0,
-                "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
-                "best_val": self.best_val, "skipped": self.skipped, "train_seconds": self.train_seconds,
-                "env": json.dumps(environment())}
+                "optimizer": optimizer_state, "optimizer_format": "fsdp-full" if self.fsdp else "torch",
+                "rng": rng_state(), "best_val": self.best_val, "skipped": self.skipped,
+                "train_seconds": self.train_seconds, "env": json.dumps(environment())}
 
     def save(self, *, best: bool = False) -> Path | None:
+        """Write a checkpoint (rank 0). Under FSDP every rank must call this: the full weights and
+        optimizer state are gathered from the shards collectively before rank 0 writes them."""
+        tensors = optimizer_state = None
+        if self.fsdp:
+            tensors, optimizer_state = gather_full_state(self.model, self.optimizer, with_optimizer=not best)
+        if not best:
+            self._saved_step = self.step
         if not self.is_main:
             return None
-        meta = {"step": self.step, "best_val": self.best_val, **environment()}
+        if optimizer_state is None and not best:
+            optimizer_state = self.optimizer.state_dict()
+        meta = {"step": self.step, "best_val": self.best_val,
+                "optimizer_format": "fsdp-full" if self.fsdp else "torch", **environment()}
         target = self.ckpt_dir / ("best" if best else f"step-{self.step:08d}")
-        path = write_checkpoint(target, self.model, state=None if best else self._state(),
-                                extra_files=self.save_files, meta=meta)
+        path = write_checkpoint(target, self.model, state=None if best else self._state(optimizer_state),
+                                extra_files=self.save_files, meta=meta, tensors=tensors)
         if not best:
             for old in complete_checkpoints(self.ckpt_dir)[:-self.cfg.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -264,11 +282,20 @@ class Trainer:
             raise CheckpointError(f"{self.run_dir} has no complete checkpoint to resume from")
         newest = done[-1]
         fallback = done[-2] if len(done) > 1 else None
-        load_weights(newest, self.model, fallback)
         state = load_state(newest)
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved_format = state.get("optimizer_format", "torch")
+        if saved_format != ("fsdp-full" if self.fsdp else "torch"):
+            raise CheckpointError(f"{newest} was written with train.parallel="
+                                  f"{'fsdp' if saved_format == 'fsdp-full' else 'ddp (or one process)'}; "
+                                  "resume it with the same setting")
+        if self.fsdp:
+            load_full_state(newest, fallback, self.model, self.optimizer, state["optimizer"])
+        else:
+            load_weights(newest, self.model, fallback)
+            self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self._saved_step = self.step
         self.total_steps = int(state.get("total_steps", 0)) or self.cfg.max_steps or None
         self.best_val = float(state["best_val"])
         self.skipped = int(state["skipped"])
@@ -289,16 +316,37 @@ class Trainer:
         if self.step < calibrate:
             return
         per_step = sorted(self._step_times[2:])[len(self._step_times[2:]) // 2]  # median, warm-up excluded
+        self._set_total(self._steps_that_fit(per_step), bar, "schedule fitted to")
+
+    def _refit_schedule(self, bar) -> None:
+        """max_steps=0, at each evaluation: if steps have become slower or faster than the first
+        ones (another job on the machine, longer batches), refit the remaining schedule to the time
+        left, so the learning rate still reaches its end when the time does. Only changes of more
+        than 5% are applied."""
+        del self._step_times[:-100]
+        if self.total_steps is None or self.step >= self.total_steps:
+            return
+        want = self._steps_that_fit(sorted(self._step_times)[len(self._step_times) // 2])
+        if abs(want - self.total_steps) > 0.05 * max(1, self.total_steps - self.step):
+            self._set_total(want, bar, "schedule refitted to")
+
+    def _steps_that_fit(self, per_step: float) -> int:
+        """The schedule's length if the remaining time goes at per_step seconds a step; under DDP
+        rank 0's answer, so every rank follows the same schedule (all ranks must call this)."""
         left = self.cfg.max_minutes * 60 - self.train_seconds
         total = self.step + max(1, int(0.98 * left / per_step))
-        if self.world > 1:  # every rank must follow rank 0's schedule
+        if self.world > 1:
             t = torch.tensor([total], device=self.device)
             dist.broadcast(t, 0)
             total = int(t)
-        self.total_steps = max(total, self.cfg.warmup_steps + 1)
+        return max(total, self.cfg.warmup_steps + 1, self.step + 1)
+
+    def _set_total(self, total: int, bar, what: str) -> None:
+        per_step = (self.cfg.max_minutes * 60 - self.train_seconds) / max(1, total - self.step)
+        self.total_steps = total
         if bar is not None:
             bar.total = self.total_steps
-            bar.write(f"schedule fitted to {self.cfg.max_minutes:g} min: {self.total_steps} steps "
+            bar.write(f"{what} {self.cfg.max_minutes:g} min: {self.total_steps} steps "
                       f"({per_step * 1000:.0f} ms/step)")
 
     def _autocast(self):
@@ -351,7 +399,9 @@ class Trainer:
             index = self.step * cfg.grad_accum + micro  # the data position: a pure function of the step
             batch = self.task.batch("train", index, self.micro, rows=self._rows())
             sync = micro == cfg.grad_accum - 1
-            ctx = self.wrapped.no_sync() if (self.world > 1 and not sync) else nullcontext()
+            if self.fsdp:
+                self.model.set_requires_gradient_sync(sync)
+            ctx = self.wrapped.no_sync() if (self.world > 1 and not self.fsdp and not sync) else nullcontext()
             with ctx:
                 with self._autocast():
                     loss = self.task.loss(self.forward_model, batch) / cfg.grad_accum
@@ -368,6 +418,8 @@ class Trainer:
             total = float(t) / self.world
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip
                                                    else float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
         if not (math.isfinite(total) and math.isfinite(float(grad_norm))):
             what = "loss" if not math.isfinite(total) else "gradient norm"
             if cfg.on_nan == "skip":
@@ -392,8 +444,8 @@ class Trainer:
             clean_temporaries(self.ckpt_dir)
             if resume:
                 truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
-            else:
-                self.save()  # step 0: a kill at any later moment still leaves a readable checkpoint
+        if not resume and (self.is_main or self.fsdp):
+            self.save()  # step 0: a kill at any later moment still leaves a readable checkpoint
         metrics_file = open(self.run_dir / "metrics.jsonl", "a") if self.is_main else None
         bar = None
         if self.is_main and cfg.progress:
@@ -415,8 +467,11 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 self.train_seconds += dt
                 self.step += 1
-                if self.total_steps is None:
-                    self._fit_schedule_to_time(dt, bar)
+                if not cfg.max_steps:
+                    if self.total_steps is None:
+                        self._fit_schedule_to_time(dt, bar)
+                    else:
+                        self._step_times.append(dt)
                 tokens_window += tokens
                 time_window += dt
                 if self.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
@@ -440,9 +495,11 @@ class Trainer:
                             bar.write(f"step {self.step}: val loss {val:.4f}")
                         if on_eval:
                             on_eval(self.step, val)
-                        if val < self.best_val:
-                            self.best_val = val
-                            self.save(best=True)
+                    if val < self.best_val:  # val is the same on every rank (all-reduced)
+                        self.best_val = val
+                        self.save(best=True)
+                    if not cfg.max_steps and cfg.max_minutes:
+                        self._refit_schedule(bar)
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
                 reason = None
@@ -467,12 +524,85 @@ class Trainer:
                 bar.close()
             if self.is_main:
                 signal.signal(signal.SIGTERM, previous)
-                last = self.last_checkpoint()
-                if last is None or int(last.name.split("-")[1]) != self.step:
-                    try:
-                        self.save()
-                    except CheckpointError as e:  # non-finite weights: keep the last good one
-                        print(f"selfattn: {e}", file=sys.stderr)
+            # the final checkpoint; under FSDP every rank takes part in gathering it
+            if self._saved_step != self.step and (self.is_main or self.fsdp):
+                try:
+                    self.save()
+                except CheckpointError as e:  # non-finite weights: keep the last good one
+                    print(f"selfattn: {e}", file=sys.stderr)
+            if metrics_file is not None:
                 metrics_file.close()
         return {"steps": self.step, "stop_reason": stop_reason, "best_val": self.best_val,
                 "train_seconds": self.train_seconds, "skipped": self.skipped}
+
+
+# ---- FSDP (torch.distributed.fsdp.fully_shard) ----------------------------------------------------
+def shard_model(model: torch.nn.Module) -> None:
+    """Shard each transformer block, then the rest (embeddings, final norm, head) at the root: a
+    block's weights are gathered just before it runs and freed after, so a rank holds one block's
+    full weights at a time plus its 1/world share of everything."""
+    from torch.distributed.fsdp import fully_shard
+
+    from .block import TransformerBlock
+
+    for module in model.modules():
+        if isinstance(module, TransformerBlock):
+            fully_shard(module)
+    fully_shard(model)
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def gather_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
+                      with_optimizer: bool) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Collective: every rank calls it; rank 0 gets the full (unsharded) weights, with tied
+    weights stored once as in a single-process checkpoint, and the optimizer state keyed by name."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    full = get_model_state_dict(model, options=_full_options())
+    tied = tied_names(model)
+    tensors = {k: v.contiguous() for k, v in full.items() if k not in tied}
+    optim = None
+    if with_optimizer:
+        # Before the first step the optimizer has no state, and asking torch for it would create it
+        # by taking a zero-gradient step, which shifts Adam's bias correction by one step.
+        optim = get_optimizer_state_dict(model, optimizer, options=_full_options()) if optimizer.state else {}
+    return tensors, optim
+
+
+def tied_names(model: torch.nn.Module) -> set[str]:
+    """Names of parameters that repeat an earlier one (e.g. a language-model head tied to the
+    token embedding)."""
+    seen, tied = set(), set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            tied.add(name)
+        seen.add(id(p))
+    return tied
+
+
+def load_full_state(folder: Path, fallback: Path | None, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, optimizer_state: dict) -> None:
+    """Every rank reads the checkpoint's full weights and keeps its own shard of them."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    from .checkpoint import WEIGHTS, verify
+
+    verify(folder, fallback)
+    tensors = load_file(str(Path(folder) / WEIGHTS))
+    tied = tied_names(model)
+    names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    missing = sorted(names - set(tensors) - tied)
+    unexpected = sorted(set(tensors) - names)
+    if missing or unexpected:
+        raise CheckpointError(f"{folder / WEIGHTS} does not fit the model: missing {missing}, "
+                              f"unexpected {unexpected}")
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, tensors, options=options)
+    if optimizer_state:  # empty: saved before the first step
+        set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)

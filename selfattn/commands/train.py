@@ -30,9 +30,10 @@ def _check_before_work(cfg) -> None:
         check()
 
 
-def _check_resumable(run_dir: Path) -> None:
-    """A resume needs a complete, undamaged newest checkpoint: say so in one line, before any work."""
-    from ..checkpoint import CheckpointError, complete_checkpoints, verify
+def _check_resumable(run_dir: Path, cfg) -> None:
+    """A resume needs a complete, undamaged newest checkpoint written with the same kind of
+    optimizer state (sharded FSDP or not): say so in one line, before any work."""
+    from ..checkpoint import MANIFEST, CheckpointError, complete_checkpoints, verify
 
     ckpts = run_dir / "checkpoints"
     done = complete_checkpoints(ckpts)
@@ -43,6 +44,11 @@ def _check_resumable(run_dir: Path) -> None:
         verify(done[-1], done[-2] if len(done) > 1 else None)
     except CheckpointError as e:
         raise ValueError(f"--resume {run_dir}: {e}") from None
+    saved = json.loads((done[-1] / MANIFEST).read_text())["meta"].get("optimizer_format", "torch")
+    fsdp_now = int(os.environ.get("WORLD_SIZE", 1)) > 1 and cfg.train.parallel == "fsdp"
+    if saved != ("fsdp-full" if fsdp_now else "torch"):
+        was = "under torchrun with train.parallel=fsdp" if saved == "fsdp-full" else "without FSDP"
+        raise ValueError(f"--resume {run_dir}: {done[-1].name} was written {was}; resume it the same way")
 
 
 def run(args) -> int:
@@ -59,7 +65,7 @@ def run(args) -> int:
         saved = json.loads(cfg_path.read_text())
         recipe = get_recipe(saved["recipe"])
         cfg = from_dict(type(recipe.default_config()), saved)
-        _check_resumable(run_dir)
+        _check_resumable(run_dir, cfg)
         _check_before_work(cfg)
         print(f"resuming {run_dir}", file=sys.stderr)
         recipe.run(cfg, run_dir, resume=True)

@@ -109,3 +109,51 @@ def test_time_budget_stops_every_rank_together(runs):
     steps = [r["step"] for r in _records(run) if "loss" in r]
     assert steps and steps == sorted(set(steps)) and steps[-1] > 10
     assert (run / "checkpoints" / f"step-{steps[-1]:08d}" / "manifest.json").is_file()
+
+
+# ---- FSDP (train.parallel=fsdp: fully_shard over gloo on CPU) -------------------------------------
+@pytest.fixture(scope="module")
+def fsdp_run(runs):
+    tmp, _, _ = runs
+    _torchrun("train", "shakespeare-char", f"data.path={tmp / 'corpus.txt'}", f"data.cache_dir={tmp / 'cache'}",
+              f"train.max_steps={STEPS}", *ARGS, "train.parallel=fsdp", "--run-dir", str(tmp / "fsdp"))
+    return tmp / "fsdp"
+
+
+def test_fsdp_follows_the_single_process_curve(runs, fsdp_run):
+    tmp, _, _ = runs
+    a, b = _records(fsdp_run), _records(tmp / "single")
+    train_a = [r["loss"] for r in a if "loss" in r]
+    train_b = [r["loss"] for r in b if "loss" in r]
+    assert len(train_a) == STEPS
+    worst = max(abs(x - y) for x, y in zip(train_a, train_b))
+    assert worst < 1e-5, f"FSDP 2 ranks vs 1 process: largest loss difference {worst:.2e}"
+    assert _files(fsdp_run) == _files(tmp / "single")
+
+
+def test_fsdp_checkpoint_is_a_plain_checkpoint(runs, fsdp_run):
+    """The gathered weights load into one process (same names, tied weights stored once) and are
+    the single-process run's weights up to reduction-order rounding."""
+    from safetensors.torch import load_file
+
+    tmp, _, _ = runs
+    name = f"checkpoints/step-{STEPS:08d}/model.safetensors"
+    a, b = load_file(str(fsdp_run / name)), load_file(str(tmp / "single" / name))
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-4, f"FSDP vs single-process weights differ by {worst:.2e}"
+
+
+def test_fsdp_resume_is_exact_and_needs_the_same_setting(runs, fsdp_run):
+    tmp, _, _ = runs
+    final = fsdp_run / "checkpoints" / f"step-{STEPS:08d}"
+    want = _sha(final / "model.safetensors")
+    curve = [(r["step"], r.get("loss"), r.get("val_loss")) for r in _records(fsdp_run)]
+    shutil.rmtree(final)
+    _torchrun("train", "--resume", str(fsdp_run))
+    assert _sha(final / "model.safetensors") == want
+    assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in _records(fsdp_run)] == curve
+    # a sharded optimizer state cannot silently feed a single-process resume
+    r = subprocess.run([sys.executable, "-m", "selfattn", "train", "--resume", str(fsdp_run)],
+                       capture_output=True, text=True, timeout=300, env=_env())
+    assert r.returncode == 2 and "with train.parallel=fsdp" in r.stderr and "Traceback" not in r.stderr

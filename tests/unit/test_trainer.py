@@ -1,5 +1,7 @@
 import hashlib
+import json
 import shutil
+import time
 
 import pytest
 import torch
@@ -117,6 +119,34 @@ def test_schedule_fitted_to_the_time_budget(tmp_path, counting_task):
     again = Trainer(_model(), counting_task, cfg, tmp_path)
     again.resume()
     assert again.total_steps == tr.total_steps
+
+
+def test_schedule_refitted_when_steps_slow_down(tmp_path, counting_task):
+    """Steps that become much slower after the fit (another job arrives on the machine) would leave
+    the cosine schedule half done when the time runs out; the refit at each evaluation shortens
+    it, so it still ends at min_lr."""
+
+    class SlowsDown(type(counting_task)):
+        def __init__(self, at: int, delay: float):
+            super().__init__()
+            self.at, self.delay, self.calls = at, delay, 0
+
+        def loss(self, model, batch):
+            if model.training:
+                self.calls += 1
+                if self.calls > self.at:
+                    time.sleep(self.delay)
+            return super().loss(model, batch)
+
+    cfg = _cfg(max_steps=0, max_minutes=0.05, warmup_steps=10, eval_every=5)
+    tr = Trainer(_model(), SlowsDown(at=25, delay=0.03), cfg, tmp_path)
+    tr.fit()
+    fitted = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # the budget may run out a step or two before the refitted end (refits happen at evaluations)
+    assert tr.total_steps - tr.step <= max(2, 0.05 * tr.step), \
+        f"stopped at {tr.step} of {tr.total_steps}: schedule not refitted"
+    last_lr = [r["lr"] for r in fitted if "lr" in r][-1]
+    assert last_lr <= cfg.min_lr + 0.05 * (cfg.lr - cfg.min_lr), f"lr still {last_lr:.2e} at the end"
 
 
 def test_fitted_schedule_needs_a_budget():
