@@ -1,6 +1,7 @@
-"""parallel: time per forward pass and per training step against sequence length, for attention,
-an LSTM and a dilated causal CNN of the same width and depth, with the sequential operations each
-needs (attention: one per layer; LSTM: one per token per layer; CNN: one per layer).
+"""parallel: time per forward pass and per training step against sequence length, for attention
+and an LSTM of the same width and depth and a dilated causal CNN of the same width (with enough
+layers, ~log2 T, to see the whole sequence), with the sequential operations each needs
+(attention: one per layer; LSTM: one per token per layer; CNN: one per layer).
 
 Seed's claim: attention processes all positions at once (like a CNN), an RNN one after another;
 attention's cost grows with T² but that term only wins at long sequences. Timings are wall-clock
@@ -102,7 +103,8 @@ def run(settings: Settings, out: Path) -> Finding:
     sentence = (f"A training step of attention is faster than the LSTM's {where} ({len(faster)}/{len(lengths)} "
                 f"lengths){cross}; from T={lengths[0]} to T={lengths[-1]} attention's step time grows "
                 f"{growth_att:.1f}x and the LSTM's {growth_lstm:.1f}x, while their sequential operations stay "
-                f"{n_layer} vs grow to {seq[('lstm', lengths[-1])]}.")
+                f"{n_layer} vs grow to {seq[('lstm', lengths[-1])]} (on {torch.get_num_threads()} CPU thread(s): "
+                f"little parallel hardware for attention to use).")
     data = {"lengths": list(lengths), "forward_ms": {f"{f}|{T}": v for (f, T), v in fwd.items()},
             "step_ms": {f"{f}|{T}": v for (f, T), v in step.items()},
             "sequential_ops": {f"{f}|{T}": v for (f, T), v in seq.items()}, "width": width, "batch": batch,
