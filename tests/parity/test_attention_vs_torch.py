@@ -87,3 +87,17 @@ def test_mask_combined_with_causal_equals_torch_with_the_combined_mask(backend):
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=pad & causal)
     out = scaled_dot_product_attention(q, k, v, attn_mask=pad, is_causal=True, backend=backend)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["auto", *BACKENDS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_decoded_token_with_grouped_heads(backend, dtype):
+    """The decoding call: one new query (bottom-right causal, so it sees every cached key), 9
+    query heads over 3 key/value heads (SmolLM2's layout). Same as torch without a mask."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 9, 1, 64, generator=g).to(dtype)
+    k, v = (torch.randn(2, 3, 37, 64, generator=g).to(dtype) for _ in range(2))
+    got = scaled_dot_product_attention(q, k, v, is_causal=True, causal_align="bottom_right", enable_gqa=True,
+                                       backend=backend)
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), enable_gqa=True).to(dtype)
+    assert_near(got, ref, TOL[dtype][0], f"{backend} {dtype}")

@@ -140,6 +140,20 @@ def test_bf16_load_tracks_fp32(cache_dir, loaded):
     assert len(top32 & top16) >= 4
 
 
+@needs_smollm2
+def test_bf16_packed_greedy_answer_is_paris(cache_dir):
+    """The fast path `selfattn chat --dtype bfloat16` takes: bf16 weights prepacked for oneDNN.
+    The two best first tokens are ~0.06 apart, below bf16's logit step of 0.125 at this
+    magnitude; the model recomputes its top logits in fp32, so greedy still answers right."""
+    from selfattn.inference import can_pack, pack_linears
+
+    model16, bundle = load_gguf("smollm2", dtype=torch.bfloat16, cache_dir=cache_dir)
+    if can_pack(model16) is None:
+        pack_linears(model16)
+    answer = chat_once(model16, bundle, "What is the capital of France?", max_new_tokens=24, temperature=0)
+    assert answer == "The capital of France is Paris."
+
+
 # ---- independent float64 reference forward ----------------------------------------------------
 def reference_forward(t: dict[str, np.ndarray], meta: dict, ids: torch.Tensor) -> torch.Tensor:
     """Llama forward in float64 on GGUF tensors as stored: Q/K rows in llama.cpp's permuted order,
