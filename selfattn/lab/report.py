@@ -35,12 +35,32 @@ def print_finding(f: Finding) -> None:
     print(f"-> claim ({f.claim}): {verdict(f.agrees)}; figure: {f.png}", flush=True)
 
 
-def write_json(f: Finding, out: Path) -> Path:
+def write_json(f: Finding, out: Path, settings: Settings) -> Path:
     path = Path(out) / f"{f.name}.json"
     record = {"name": f.name, "title": f.title, "claim": f.claim, "sentence": f.sentence, "agrees": f.agrees,
-              "seconds": round(f.seconds, 2), "headers": f.headers, "rows": f.rows, "data": f.data}
+              "seconds": round(f.seconds, 2), "size": settings.size, "seeds": settings.seeds,
+              "threads": torch.get_num_threads(), "headers": f.headers, "rows": f.rows, "data": f.data}
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
+
+
+def read_findings(out: Path, names: list[str]) -> tuple[list[Finding], Settings]:
+    """The findings written by earlier `selfattn lab NAME` runs into ``out`` (one JSON each), for
+    a report assembled from experiments run separately (e.g. two at a time on two cores). All
+    must be of one size and seed count; a missing one is an error naming it."""
+    out = Path(out)
+    missing = [n for n in names if not (out / f"{n}.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out} has no results for {', '.join(missing)}; run `selfattn lab NAME "
+                                f"--out {out}` for each first")
+    records = [json.loads((out / f"{n}.json").read_text()) for n in names]
+    kinds = {(r.get("size"), r.get("seeds")) for r in records}
+    if len(kinds) != 1:
+        raise ValueError(f"the results in {out} mix sizes/seed counts {sorted(kinds, key=str)}; rerun them alike")
+    size, seeds = kinds.pop()
+    findings = [Finding(r["name"], r["title"], r["claim"], r["headers"], r["rows"], out / f"{r['name']}.png",
+                        r["sentence"], r["agrees"], seconds=float(r["seconds"]), data=r["data"]) for r in records]
+    return findings, Settings(size=size, seeds=seeds)
 
 
 def write_report(findings: list[Finding], settings: Settings, out: Path, command: str) -> Path:

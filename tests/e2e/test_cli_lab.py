@@ -52,6 +52,19 @@ def test_the_report_collects_every_experiment(tiny_lab):
     assert report.count("| ") > 7 * 3
 
 
+def test_report_assembled_from_separate_runs(tiny_lab, tmp_path):
+    """Experiments run one by one (e.g. two processes on two cores) and `lab report` give the
+    same report body as `lab all`; a missing experiment is named."""
+    out, _ = tiny_lab
+    (out / "REPORT.md").rename(tmp_path / "from_all.md")
+    r = cli("report", "--tiny", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    body = lambda text: text.split("\n", 3)[3]  # noqa: E731 - past the title and the "Written by" line
+    assert body((out / "REPORT.md").read_text()) == body((tmp_path / "from_all.md").read_text())
+    r = cli("report", "--tiny", "--out", str(tmp_path / "empty"))
+    assert r.returncode == 2 and "has no results for long-range" in r.stderr
+
+
 def test_one_experiment_alone_is_repeatable(tmp_path):
     a = cli("order", "--tiny", "--out", str(tmp_path / "a"))
     b = cli("order", "--tiny", "--out", str(tmp_path / "b"))
