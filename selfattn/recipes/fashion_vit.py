@@ -1,13 +1,17 @@
 """A vision transformer on Fashion-MNIST, sized for 20 minutes of training on 2 CPU cores.
 
-28×28 images cut into 4×4 patches: 49 tokens + a class token, 6 pre-norm blocks of width 128.
-Light augmentation (shifts of up to 2 pixels, horizontal flips); validation is 6,000 of the
-60,000 training images and picks the checkpoint; the 10,000 test images give the final number.
+28×28 images cut into 7×7 patches: 16 tokens, 6 pre-norm blocks of width 192, mean pooling.
+Horizontal flips only; validation is 6,000 of the 60,000 training images and picks the
+checkpoint; the 10,000 test images give the final number.
+
+Measured (2026-11-28, 2 threads): 87.67% test accuracy after 20 minutes (6,279 steps of 128,
+about 15 epochs); the goal of 91% is not reached yet. Against patch 4 (49 tokens, width 128,
+class token, random crops) in a 7-minute single-thread comparison, this configuration was ahead
+(85.6% vs 83.2%): at this budget, more epochs beat finer patches.
 
 The schedule (warm-up, cosine to min_lr) ends when the time does: train.max_steps=0 lets the
 Trainer time the first steps and fit the number of steps to max_minutes. float32, not bf16
-autocast: at these widths (128, batch 128 x 50 tokens) autocast's casts cost more than bf16
-matmuls save on this CPU (a step measured 1.2-2x slower; train.dtype=auto turns it back on).
+autocast: at these widths autocast's casts cost more than bf16 matmuls save on this CPU.
 """
 
 from ..models.vit import ViTConfig
@@ -15,16 +19,16 @@ from ..train import TrainConfig
 from ..vision import ImageDataConfig, VisionRunConfig, run_vision_recipe
 
 NAME = "fashion-vit"
-DESCRIPTION = "ViT (patch 4, width 128, 6 layers) on Fashion-MNIST; goal >= 91% test accuracy in 20 min on 2 CPU cores"
+DESCRIPTION = "ViT (patch 7, width 192, 6 layers) on Fashion-MNIST; 87.7% test in 20 min on 2 CPU cores (goal 91%)"
 
 
 def default_config() -> VisionRunConfig:
     return VisionRunConfig(
         recipe=NAME,
         arch="vit",
-        model=ViTConfig(image_size=28, patch_size=4, n_classes=10, d_model=128, n_layer=6, n_head=4,
-                        ffn_hidden=256, dropout=0.0, pooling="cls", position="learned"),
-        data=ImageDataConfig(dataset="fashion-mnist", val_fraction=0.1, random_crop=True, crop_padding=2,
+        model=ViTConfig(image_size=28, patch_size=7, n_classes=10, d_model=192, n_layer=6, n_head=6,
+                        ffn_hidden=384, dropout=0.0, pooling="mean", position="learned"),
+        data=ImageDataConfig(dataset="fashion-mnist", val_fraction=0.1, random_crop=False, crop_padding=2,
                              hflip=True),
         train=TrainConfig(max_steps=0, batch_size=128, lr=2e-3, min_lr=1e-5, warmup_steps=200,
                           weight_decay=0.05, beta2=0.999, grad_clip=1.0, eval_every=500, eval_batches=24,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 SMALL = ["data.dataset=synthetic-quadrant", "data.hflip=false", "data.synthetic_count=800",
-         "data.synthetic_size=16", "model.image_size=16", "model.d_model=32", "model.n_layer=2",
+         "data.synthetic_size=16", "model.image_size=16", "model.patch_size=4", "model.d_model=32", "model.n_layer=2",
          "model.n_head=2", "model.ffn_hidden=64", "model.position=sinusoid2d", "train.batch_size=32",
          "train.eval_batches=3", "train.warmup_steps=10", "train.lr=3e-3", "train.dtype=float32",
          "train.log_every=10", "train.progress=false"]
