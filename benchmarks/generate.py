@@ -23,6 +23,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import markdown_table, write_results  # noqa: E402
 from selfattn.generate import generate  # noqa: E402
+from selfattn.inference import can_pack, pack_linears  # noqa: E402
 from selfattn.models import GPT, GPTConfig  # noqa: E402
 
 
@@ -90,6 +91,12 @@ def main(argv=None) -> int:
             contenders[f"transformers cache {tag}"] = (
                 lambda h=h: h.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw),
                 lambda h=h: h.generate(ids, max_new_tokens=new, min_new_tokens=new, **kw))
+            if dtype == torch.bfloat16 and can_pack(m) is None:
+                mp = ours(cfg, dtype)
+                pack_linears(mp)  # weights prepacked for oneDNN (selfattn.inference)
+                contenders["selfattn cache bf16 packed"] = (
+                    lambda m=mp: generate(m, ids, 1, temperature=0),
+                    lambda m=mp: generate(m, ids, new, temperature=0))
         if not args.no_nocache and B == 1:
             m = ours(cfg, torch.float32)
             contenders["selfattn no cache fp32"] = (lambda m=m: no_cache(m, ids, 1), lambda m=m: no_cache(m, ids, new))

@@ -76,6 +76,7 @@ class Finding:
     agrees: bool | None  # with the seed's claim; None = the numbers cannot tell
     seconds: float = 0.0
     data: dict = field(default_factory=dict)  # the raw numbers (written as JSON)
+    threads: int | None = None  # torch's CPU threads while it ran (None: this process's)
 
 
 def token_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ def write_json(f: Finding, out: Path, settings: Settings) -> Path:
     path = Path(out) / f"{f.name}.json"
     record = {"name": f.name, "title": f.title, "claim": f.claim, "sentence": f.sentence, "agrees": f.agrees,
               "seconds": round(f.seconds, 2), "size": settings.size, "seeds": settings.seeds,
-              "threads": torch.get_num_threads(), "headers": f.headers, "rows": f.rows, "data": f.data}
+              "threads": f.threads or torch.get_num_threads(), "headers": f.headers, "rows": f.rows, "data": f.data}
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
 
@@ -59,7 +59,8 @@ def read_findings(out: Path, names: list[str]) -> tuple[list[Finding], Settings]
         raise ValueError(f"the results in {out} mix sizes/seed counts {sorted(kinds, key=str)}; rerun them alike")
     size, seeds = kinds.pop()
     findings = [Finding(r["name"], r["title"], r["claim"], r["headers"], r["rows"], out / f"{r['name']}.png",
-                        r["sentence"], r["agrees"], seconds=float(r["seconds"]), data=r["data"]) for r in records]
+                        r["sentence"], r["agrees"], seconds=float(r["seconds"]), data=r["data"],
+                        threads=r.get("threads")) for r in records]
     return findings, Settings(size=size, seeds=seeds)
 
 
@@ -70,8 +71,9 @@ def write_report(findings: list[Finding], settings: Settings, out: Path, command
         "# The claims lab: what the seed says about self-attention, measured",
         "",
         f"Written by `{command}` on {time.strftime('%Y-%m-%d')} ({settings.size} size, {settings.seeds} "
-        f"seed(s) per measurement, {total / 60:.1f} minutes in all) on {platform.machine()} "
-        f"{platform.processor() or ''}, torch {torch.__version__}, {torch.get_num_threads()} thread(s). "
+        f"seed(s) per measurement, {total / 60:.1f} minutes of compute in all) on "
+        f"{' '.join(filter(None, (platform.machine(), platform.processor())))}, torch {torch.__version__}; "
+        f"CPU threads per experiment: {', '.join(f'{f.name} {f.threads or torch.get_num_threads()}' for f in findings)}. "
         "Each cell is the mean ± standard deviation over seeds. Each verdict is computed from the "
         "numbers in its table by the experiment's own rule (see `selfattn/lab/<experiment>.py`).",
         "",
