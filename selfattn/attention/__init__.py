@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from .masks import causal_mask, combine, padding_mask, sliding_window_mask, to_additive
-from .math import math_attention, scores_and_weights
+from .math import math_attention, scores_and_weights, sees_every_key
 from .fused import torch_attention
 from .chunked import chunked_attention, chunked_unsupported
 from .blocked import blocked_attention, blocked_unsupported
@@ -98,8 +98,6 @@ def _one_unmasked_query(req: AttentionRequest) -> bool:
     """Cached decoding: a single query, no mask (or causal aligned bottom-right), no dropout, no
     gradients. "math" then runs the grouped three steps (see math.grouped_attention): 40-150 us
     against 50-570 us for torch's fused kernel at 64-1024 keys (SmolLM2's shape, bf16, 2 threads)."""
-    from .math import sees_every_key
-
     return (req.query.shape[-2] == 1 and req.dropout_p == 0.0 and sees_every_key(req)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in (req.query, req.key, req.value))))
 
