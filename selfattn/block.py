@@ -30,6 +30,10 @@ class BlockSpec:
     prenorm: bool = True
     bias: bool = True
     dropout: float = 0.0
+    # Dropout on the attention weights; None = the same as ``dropout``. A separate knob because on
+    # a CPU it is the expensive one: any attention dropout forces the unfused three-step path and a
+    # (B, H, T, T) random mask per layer (half of a MiniLM fine-tuning step at 256 tokens).
+    attn_dropout: float | None = None
     cross_attention: bool = False
     context_dim: int | None = None
     backend: str = "auto"
@@ -40,12 +44,13 @@ class TransformerBlock(nn.Module):
         super().__init__()
         s = spec
         self.prenorm = s.prenorm
-        self.attn = MultiHeadAttention(s.dim, s.n_head, s.n_kv_head, bias=s.bias, dropout=s.dropout,
+        p_attn = s.dropout if s.attn_dropout is None else s.attn_dropout
+        self.attn = MultiHeadAttention(s.dim, s.n_head, s.n_kv_head, bias=s.bias, dropout=p_attn,
                                        backend=s.backend)
         self.norm1 = make_norm(s.norm, s.dim, s.norm_eps, s.bias)
         self.cross_attn = None
         if s.cross_attention:
-            self.cross_attn = MultiHeadAttention(s.dim, s.n_head, s.n_kv_head, bias=s.bias, dropout=s.dropout,
+            self.cross_attn = MultiHeadAttention(s.dim, s.n_head, s.n_kv_head, bias=s.bias, dropout=p_attn,
                                                  cross=True, context_dim=s.context_dim, backend=s.backend)
             self.norm_cross = make_norm(s.norm, s.dim, s.norm_eps, s.bias)
         self.ffn = FeedForward(s.dim, s.ffn_hidden or 4 * s.dim, s.activation, bias=s.bias, dropout=s.dropout)

@@ -347,7 +347,7 @@ def build_model_and_tokenizer(cfg: SentimentRunConfig, train_texts: list[str] | 
         # The pooler (dense+tanh over [CLS]) is kept only when the classifier reads [CLS]: unused
         # parameters would only cost memory (and trip DDP).
         mcfg = replace(base.config, n_classes=2, pooling=cfg.model.pooling, dropout=cfg.model.dropout,
-                       attn_backend=cfg.model.attn_backend,
+                       attn_dropout=cfg.model.attn_dropout, attn_backend=cfg.model.attn_backend,
                        pooler=base.config.pooler and cfg.model.pooling == "cls")
         model = Encoder(mcfg)
         drop = ("classifier.",) if mcfg.pooler else ("classifier.", "pooler.")

@@ -49,6 +49,7 @@ class EncoderConfig:
     prenorm: bool = False  # False: BERT's post-norm
     position: str = "learned"
     dropout: float = 0.0
+    attn_dropout: float | None = None  # on the attention weights; None = dropout (BERT's recipe)
     pooling: str = "cls"  # what the classifier reads: first token or mean over real tokens
     pooler: bool = False  # BERT's dense+tanh over the first token (kept when loaded from HF)
     n_classes: int = 0  # 0 = no classification head
@@ -68,6 +69,8 @@ class EncoderConfig:
         check_choice("model.pooling", self.pooling, POOLINGS)
         check_choice("model.attn_backend", self.attn_backend, BACKEND_NAMES)
         check_range("model.dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        if self.attn_dropout is not None:
+            check_range("model.attn_dropout", self.attn_dropout, 0.0, 1.0, hi_open=True)
         check_range("model.norm_eps", self.norm_eps, 0.0, lo_open=True)
         check_range("model.init_std", self.init_std, 0.0, lo_open=True)
         check_range("model.pad_id", self.pad_id, 0, self.vocab_size - 1)
@@ -115,7 +118,7 @@ class Encoder(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         spec = BlockSpec(dim=c.n_embd, n_head=c.n_head, ffn_hidden=c.hidden, activation=c.activation,
                          norm="layernorm", norm_eps=c.norm_eps, prenorm=c.prenorm, bias=True,
-                         dropout=c.dropout, backend=c.attn_backend)
+                         dropout=c.dropout, attn_dropout=c.attn_dropout, backend=c.attn_backend)
         self.blocks = nn.ModuleList(TransformerBlock(spec) for _ in range(c.n_layer))
         self.norm_f = nn.LayerNorm(c.n_embd, eps=c.norm_eps) if c.prenorm else None
         self.pooler = nn.Linear(c.n_embd, c.n_embd) if c.pooler else None

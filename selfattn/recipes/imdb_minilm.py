@@ -14,9 +14,12 @@ def default_config() -> SentimentRunConfig:
         recipe=NAME,
         mode="encoder",
         init="minilm",
-        # Only pooling, dropout and the attention backend are read from here: the architecture is
+        # Only pooling, the dropouts and the attention backend are read from here: the architecture is
         # MiniLM's own. Mean pooling is what the model was trained to produce sentence vectors with.
-        model=EncoderConfig(pooling="mean", dropout=0.1, n_classes=2),
+        # No dropout on the attention weights: on this CPU it halves the step rate (an unfused
+        # attention path and a 16x12x256x256 random mask per layer: 2.7 s against 1.45 s per step
+        # of 16x256 tokens), and twice the steps in the budget is worth more than that regulariser.
+        model=EncoderConfig(pooling="mean", dropout=0.1, attn_dropout=0.0, n_classes=2),
         data=SentimentDataConfig(source="imdb", max_len=256, truncate="head_tail"),
         train=TrainConfig(max_steps=0, batch_size=16, lr=5e-5, min_lr=2e-6, warmup_steps=40,
                           weight_decay=0.01, beta2=0.999, eval_every=200, eval_batches=16,
