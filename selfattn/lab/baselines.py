@@ -100,9 +100,12 @@ def cnn_layers_for(length: int, kernel: int = 3) -> int:
 
 def gpt_tagger(vocab_size: int, n_classes: int, width: int, n_layer: int, n_head: int, *,
                position: str = "learned", block_size: int = 1024, init_std: float = 0.02) -> GPT:
-    """The library's GPT, its output layer resized to ``n_classes`` (untied: classes need not be tokens)."""
+    """The library's GPT, its output layer resized to ``n_classes`` (untied: classes need not be tokens).
+    Sinusoidal positions get the original transformer's sqrt(width) scaling of the token embeddings
+    (otherwise the table drowns them and the comparison would test the scaling, not the positions)."""
     cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
-                    n_embd=width, position=position, tie_embeddings=False, dropout=0.0, init_std=init_std)
+                    n_embd=width, position=position, tie_embeddings=False, dropout=0.0, init_std=init_std,
+                    sinusoidal_scale_input=position == "sinusoidal")
     model = GPT(cfg)
     if n_classes != vocab_size:
         model.lm_head = nn.Linear(width, n_classes, bias=False)

@@ -39,6 +39,10 @@ class GPTConfig:
     norm_eps: float = 1e-5
     position: str = "learned"
     rope_base: float = 10000.0
+    # sinusoidal only: multiply token embeddings by sqrt(n_embd) before adding the table, as the
+    # original transformer does. Without it, embeddings drawn at std 0.02 are drowned by a table of
+    # amplitude 1 and the model hardly sees its tokens.
+    sinusoidal_scale_input: bool = False
     bias: bool = True
     tie_embeddings: bool = True
     dropout: float = 0.0
@@ -57,6 +61,9 @@ class GPTConfig:
             raise ConfigError(f"model.n_embd={self.n_embd} must be divisible by model.n_head={self.n_head}")
         if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
             raise ConfigError(f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head}")
+        if self.sinusoidal_scale_input and self.position != "sinusoidal":
+            raise ConfigError(f"model.sinusoidal_scale_input=True needs model.position='sinusoidal'; "
+                              f"got position={self.position!r}")
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:
             raise ConfigError("model.position='rope' needs an even head size (n_embd / n_head)")
 
@@ -94,7 +101,7 @@ class GPT(nn.Module):
         c = self.config = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.n_embd)
         self.pos = build_positional(c.position, dim=c.n_embd, n_head=c.n_head, max_len=c.block_size,
-                                    rope_base=c.rope_base)
+                                    rope_base=c.rope_base, sinusoidal_scale_input=c.sinusoidal_scale_input)
         self.drop = nn.Dropout(c.dropout)
         spec = BlockSpec(dim=c.n_embd, n_head=c.n_head, n_kv_head=c.n_kv_head, ffn_hidden=c.hidden,
                          activation=c.activation, norm=c.norm, norm_eps=c.norm_eps, prenorm=True,

@@ -187,6 +187,7 @@ def test_sentence_embedding_is_the_normalised_mean_over_real_tokens():
     (dict(n_classes=1), "model.n_classes"),
     (dict(n_embd=30), "model.n_embd"),
     (dict(dropout=1.0), "model.dropout"),
+    (dict(attn_dropout=-0.1), "model.attn_dropout"),
     (dict(type_vocab_size=-1), "model.type_vocab_size"),
     (dict(pad_id=V), "model.pad_id"),
     (dict(activation="tanh"), "model.activation"),
@@ -218,3 +219,21 @@ def test_bad_inputs_are_refused_before_any_work():
         model(ids, labels=ids)
     with pytest.raises(ValueError, match=r"\[0, 2\)"):
         model(ids, labels=torch.tensor([0, 2]))
+
+
+def test_attention_dropout_is_its_own_knob():
+    """None follows ``dropout`` (BERT's recipe); 0 turns off only the dropout on attention
+    weights: in training the attention is then deterministic while the residual dropout is not."""
+    from selfattn.layers import MultiHeadAttention
+
+    def rates(model):
+        attn = [m.dropout for m in model.modules() if isinstance(m, MultiHeadAttention)]
+        other = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        return set(attn), set(other)
+
+    assert rates(tiny(dropout=0.1)) == ({0.1}, {0.1})
+    assert rates(tiny(dropout=0.1, attn_dropout=0.0)) == ({0.0}, {0.1})
+    assert rates(tiny(dropout=0.0, attn_dropout=0.2)) == ({0.2}, {0.0})
+    model = tiny(dropout=0.0, attn_dropout=0.0).train()
+    ids = torch.randint(0, V, (2, 7))
+    assert torch.equal(model.encode(ids), model.encode(ids))  # no randomness left anywhere

@@ -12,6 +12,7 @@ from selfattn.lab import EXPERIMENTS, Settings, get_experiment
 from selfattn.lab.baselines import (DilatedCausalCNN, RNNTagger, build_family, cnn_layers_for, count_params,
                                     match_width)
 from selfattn.lab.common import accuracy, token_loss
+from selfattn.lab.heads import relation_mass, two_heads_split
 from selfattn.lab.order import EncoderClassifier, equivariance_error
 from selfattn.lab.scaling import unscale
 from selfattn.lab.baselines import gpt_tagger
@@ -193,3 +194,34 @@ def test_settings_and_registry_refuse_bad_input():
     with pytest.raises(ValueError, match="unknown experiment"):
         get_experiment("attention-is-all")
     assert len(EXPERIMENTS) == 7
+
+
+# ---- heads: the measure of "two relations on two heads" --------------------------------------
+def test_relation_mass_reads_each_heads_weight_on_the_two_offsets():
+    T, a, b = 8, 1, 3
+    w = torch.zeros(3, T, T)
+    for t in range(T):
+        w[0, t, max(t - a, 0)] = 1.0  # head 0: previous token
+        w[1, t, max(t - b, 0)] = 1.0  # head 1: three back
+        w[2, t, : t + 1] = 1.0 / (t + 1)  # head 2: uniform over the causal past
+    m = relation_mass(w, a, b)  # (H, 2)
+    assert torch.allclose(m[0], torch.tensor([1.0, 0.0])) and torch.allclose(m[1], torch.tensor([0.0, 1.0]))
+    expect = torch.tensor([1.0 / (t + 1) for t in range(b, T)]).mean()
+    assert torch.allclose(m[2], torch.stack([expect, expect]))
+    assert two_heads_split(m.tolist())
+    assert not two_heads_split(m[[0, 2]].tolist())  # nobody takes t-b
+    assert not two_heads_split([[0.6, 0.4]])  # one head cannot be two heads
+    assert not two_heads_split([[0.9, 0.0], [0.9, 0.0]])  # both on the same relation
+
+
+def test_sinusoidal_taggers_scale_their_token_embeddings():
+    """The original transformer multiplies embeddings by sqrt(d) before adding the table; without
+    it embeddings at std 0.02 drown in a table of amplitude 1."""
+    from selfattn.config import ConfigError
+    from selfattn.models.gpt import GPTConfig
+
+    model = gpt_tagger(12, 12, 16, 1, 2, position="sinusoidal", block_size=8)
+    assert model.config.sinusoidal_scale_input and model.pos.input_scale == pytest.approx(4.0)
+    assert not gpt_tagger(12, 12, 16, 1, 2, position="learned", block_size=8).config.sinusoidal_scale_input
+    with pytest.raises(ConfigError, match="sinusoidal_scale_input"):
+        GPTConfig(position="rope", sinusoidal_scale_input=True)
