@@ -10,6 +10,11 @@ patch grid, or a fixed 2-D sinusoidal one (half of the width encodes the row, ha
 Images of another size than ``config.image_size`` give another grid: the learned table is
 resampled over the grid (bicubic by default), the sinusoidal one evaluated at the matching
 fractional coordinates, so a patch keeps the position of the same region of the image.
+
+Optionally (``stem_convs > 0``) a few 3×3 convolutions at full resolution run before the patch
+projection: the paper's "hybrid" model, where the strided projection reads patches of a CNN
+feature map instead of raw pixels. On small images and a small compute budget the local features
+they add are cheap (stride 1, few channels) and spare the attention layers from learning edges.
 """
 
 from __future__ import annotations
@@ -47,8 +52,12 @@ class ViTConfig:
     norm_eps: float = 1e-6
     init_std: float = 0.02
     attn_backend: str = "auto"
+    stem_convs: int = 0  # 3×3 conv + BatchNorm + ReLU layers before the patch projection (0 = plain ViT)
+    stem_width: int = 32  # their output channels
 
     def __post_init__(self):
+        check_range("model.stem_convs", self.stem_convs, 0, 8)
+        check_range("model.stem_width", self.stem_width, 1)
         for name in ("image_size", "patch_size", "in_channels", "n_classes", "d_model", "n_layer", "n_head"):
             check_range(f"model.{name}", getattr(self, name), 1)
         if self.ffn_hidden is not None:
@@ -87,6 +96,16 @@ def _resampled_coords(new: int, old: int, device=None) -> torch.Tensor:
     return (torch.arange(new, dtype=torch.float32, device=device) + 0.5) * (old / new) - 0.5
 
 
+def conv_stem(in_channels: int, width: int, n: int) -> nn.Module:
+    """``n`` × (3×3 conv, stride 1, same padding -> BatchNorm -> ReLU); identity when n = 0.
+    Stride 1 keeps the image size, so patches, grids and position interpolation are unchanged."""
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers += [nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
 class ViT(nn.Module):
     # kept out of weight decay by the Trainer (selfattn.train.weight_decay_groups), like biases
     no_weight_decay = ("pos_", "cls_token")
@@ -94,7 +113,9 @@ class ViT(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         c = self.config = config
-        self.patch_embed = nn.Conv2d(c.in_channels, c.d_model, kernel_size=c.patch_size, stride=c.patch_size)
+        self.stem = conv_stem(c.in_channels, c.stem_width, c.stem_convs)  # (B, C, H, W) -> (B, C', H, W)
+        stem_out = c.stem_width if c.stem_convs else c.in_channels
+        self.patch_embed = nn.Conv2d(stem_out, c.d_model, kernel_size=c.patch_size, stride=c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.d_model)) if c.pooling == "cls" else None
         if c.position == "learned":
             self.pos_grid = nn.Parameter(torch.zeros(1, c.grid * c.grid, c.d_model))  # (1, N, D) row-major
@@ -152,7 +173,7 @@ class ViT(nn.Module):
 
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, gh*gw, D): patch k is the k-th patch in row-major order."""
-        x = self.patch_embed(images)  # (B, D, gh, gw)
+        x = self.patch_embed(self.stem(images))  # (B, D, gh, gw)
         return x.flatten(2).transpose(1, 2)  # (B, gh*gw, D)
 
     def grid_positions(self, gh: int, gw: int) -> torch.Tensor:

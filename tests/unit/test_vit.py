@@ -32,6 +32,23 @@ def test_patch_embedding_shape_and_row_major_order():
         torch.testing.assert_close(tokens[:, k], expected, atol=1e-5, rtol=1e-5)
 
 
+def test_conv_stem_feeds_the_patch_projection_at_full_resolution():
+    """The hybrid: stride-1 convolutions keep H×W, so token k still covers patch k of the image,
+    and only pixels inside the patch plus a (stem_convs)-pixel border can change token k."""
+    model = tiny(stem_convs=2, stem_width=8, image_size=8, patch_size=4)
+    assert model.patch_embed.in_channels == 8 and len(model.stem) == 6
+    images = torch.randn(2, 1, 8, 12)
+    tokens = model.patchify(images)
+    assert tokens.shape == (2, 6, 32)
+    torch.testing.assert_close(tokens, model.patch_embed(model.stem(images)).flatten(2).transpose(1, 2))
+    changed = images.clone()
+    changed[:, :, 6:, 10:] += 1.0  # the bottom-right corner: patch 5 (row 1, column 2) only
+    moved = (model.patchify(changed) - tokens).abs().amax(dim=(0, 2))  # (6,)
+    assert moved[5] > 0 and torch.all(moved[:5] == 0)  # the others lie beyond the 2-pixel reach of 2 convs
+    with pytest.raises(ConfigError, match="model.stem_convs"):
+        ViTConfig(stem_convs=-1)
+
+
 @pytest.mark.parametrize("position", ["learned", "sinusoid2d"])
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_forward_loss_and_backward(position, pooling):
