@@ -27,7 +27,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):  # argparse's default prints the usage block; we print one line
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("selfattn").strip()  # main() adds "selfattn: error:" itself
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
