@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..train import TrainConfig, lr_at, weight_decay_groups
 from .tasks import IGNORE, generator
@@ -112,7 +113,11 @@ def train(model: nn.Module, task, budget: Budget, *, seed: int) -> dict:
     model.train()
     losses = []
     t0 = time.perf_counter()
-    for step in range(cfg.max_steps):
+    # One bar per model trained (a full lab run trains hundreds): rate and ETA on a terminal,
+    # nothing in a log file (disable=None turns tqdm off when stderr is not a TTY).
+    bar = tqdm(range(cfg.max_steps), desc=f"{type(model).__name__} seed {seed}", unit="step", leave=False,
+               disable=None)
+    for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         x, y = task.sample(cfg.batch_size, g)
@@ -125,6 +130,9 @@ def train(model: nn.Module, task, budget: Budget, *, seed: int) -> dict:
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    bar.close()
     tail = losses[-max(1, len(losses) // 10):]
     return {"loss": sum(tail) / len(tail), "seconds": time.perf_counter() - t0, "steps": len(losses),
             "losses": losses}
