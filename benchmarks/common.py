@@ -229,4 +229,4 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
             goal = "—" if r.get("goal") is None else "≥ " + _fmt_value(r["goal"], r["unit"])
             rows.append([name, r["case"], f"{r['ours']} vs {r['peer']}", r["metric"], _fmt_value(r["value"], r["unit"]),
                          goal, "—" if met is None else ("yes" if met else "**no**")])
-    return markdown_table(header, rows)
+    return markdown_table(header, [[c.replace("|", "\\|") for c in r] for r in rows])  # a "|" would split a cell
