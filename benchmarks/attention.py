@@ -1,7 +1,7 @@
 """Attention backends against torch's SDPA: time and peak live memory, forward and forward+backward.
 
     python benchmarks/attention.py            # 256 ... 8192 tokens (long: tens of minutes on 2 cores)
-    python benchmarks/attention.py --quick    # 256 and 1024 tokens
+    python benchmarks/attention.py --quick    # 256 and 1024 tokens, auto against SDPA only, 3 repeats, no memory
 
 One row per backend x sequence length x dtype x causal, B=1, H=8, head size 64. Times are the
 median of ``--repeats`` runs after a warm-up, the contenders taking turns (see
@@ -9,7 +9,8 @@ benchmarks/common.py); "x SDPA" is SDPA's time divided by the backend's (above 1
 torch's ``F.scaled_dot_product_attention``, measured in the same run). Peak memory is the peak of
 live tensor bytes (not RSS) created by the call, inputs excluded. "math" is skipped where its
 (L, L) score matrices would pass ``--math-limit-gib``. The table goes to
-``benchmarks/results/attention_<machine>_<date>.md``.
+``benchmarks/results/attention_<machine>_<date>.md``; ``--summary-json`` adds, for the runner,
+auto's worst ratio to SDPA over the configurations measured (goal of issue 10: >= 0.95).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
-    alternating_medians, fmt_bytes, fmt_ms, markdown_table, peak_live_bytes, write_results,
+    alternating_medians, fmt_bytes, fmt_ms, markdown_table, peak_live_bytes, summary_row, write_results,
+    write_summary,
 )
 from selfattn.attention import _auto_reasons, make_request, scaled_dot_product_attention  # noqa: E402
 
@@ -84,19 +86,30 @@ def auto_choice(length: int, dtype: torch.dtype, causal: bool, grad: bool) -> st
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="only 256 and 1024 tokens")
+    ap.add_argument("--quick", action="store_true",
+                    help="only 256 and 1024 tokens, auto against SDPA (unless --backends), 3 repeats, no memory")
     ap.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default 256 ... 8192)")
     ap.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
     ap.add_argument("--causal", nargs="+", choices=["no", "yes"], default=["no", "yes"])
-    ap.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs per contender (median), >= 5 for reports")
+    ap.add_argument("--backends", nargs="+", choices=BACKENDS, default=None, help=f"default: {' '.join(BACKENDS)}")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed runs per contender (median), >= 5 for reports (default 5, 3 with --quick)")
     ap.add_argument("--math-limit-gib", type=float, default=8.0)
     ap.add_argument("--no-memory", action="store_true", help="skip the live-memory measurement")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out-dir", type=Path, default=None)
+    ap.add_argument("--summary-json", type=Path, default=None, help="also write the runner's JSON summary here")
     ap.add_argument("--shape", type=int, nargs=3, metavar=("B", "H", "D"), default=None,
                     help="batch, heads, head size (default 1 8 64; a training shape: 32 4 48)")
     args = ap.parse_args(argv)
+    if args.backends is None:
+        args.backends = ["auto"] if args.quick else list(BACKENDS)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 5
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1; got {args.repeats}")
+    if args.quick:
+        args.no_memory = True
     global BATCH, HEADS, HEAD_DIM
     if args.shape:
         BATCH, HEADS, HEAD_DIM = args.shape
@@ -113,6 +126,7 @@ def main(argv: list[str] | None = None) -> Path:
               "peak fwd", "peak fwd+bwd"]
     rows: list[list[str]] = []
     skipped: list[str] = []
+    auto_ratios: dict[str, list[tuple[float, str]]] = {"fwd": [], "fwdbwd": []}  # (sdpa / auto, config)
     for length in lengths:
         for dname in args.dtypes:
             for causal in (c == "yes" for c in args.causal):
@@ -120,6 +134,10 @@ def main(argv: list[str] | None = None) -> Path:
                 if "math" in args.backends and "math" not in res:
                     skipped.append(f"math skipped at L={length} (~{math_bytes_estimate(length) / 2**30:.1f} GiB estimated)")
                 base = res["sdpa"]
+                if "auto" in res:
+                    where = f"L={length} {dname} {'causal' if causal else 'non-causal'}"
+                    for m in auto_ratios:
+                        auto_ratios[m].append((base[m] / res["auto"][m], where))
                 for name, r in res.items():
                     label = name
                     if name == "auto":
@@ -140,6 +158,13 @@ def main(argv: list[str] | None = None) -> Path:
         *sorted(set(skipped)),
     ]
     path = write_results("attention", table, title="Attention backends vs torch SDPA", notes=notes, out_dir=args.out_dir)
+    summary = []
+    for mode, label in (("fwd", "forward"), ("fwdbwd", "forward+backward")):
+        if auto_ratios[mode]:
+            worst, where = min(auto_ratios[mode])
+            summary.append(summary_row(f"worst of {len(auto_ratios[mode])}: {where}", f"{label} time", "auto",
+                                       "torch SDPA", worst, "x", goal=0.95))
+    write_summary(args.summary_json, "attention", summary, results=path)
     print(f"wrote {path}")
     return path
 

@@ -8,11 +8,16 @@
   exceed a few hundred MiB (see /work/shared/MEASURED.md).
 - :func:`machine_info` / :func:`machine_tag` describe where a number was taken;
   :func:`write_results` writes ``benchmarks/results/<what>_<machine>_<YYYY-MM-DD>.md``.
+- :func:`summary_row` / :func:`write_summary` write the small JSON summary a script hands to the
+  runner (``--summary-json PATH``); :func:`summary_table` turns those into the one table of ratios
+  ``python -m benchmarks`` prints.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import math
 import os
 import platform
 import re
@@ -20,7 +25,7 @@ import statistics
 import time
 import weakref
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -150,12 +155,78 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(what: str, body: str, *, title: str, notes: list[str] = (), out_dir: Path | None = None) -> Path:
-    """Write ``<out_dir>/<what>_<machine>_<date>.md`` with the machine facts above ``body``."""
+def write_results(what: str, body: str, *, title: str, notes: list[str] = (), out_dir: Path | None = None,
+                  machine: str | None = None) -> Path:
+    """Write ``<out_dir>/<what>_<machine>_<date>.md`` with the machine facts above ``body``
+    (``machine`` defaults to :func:`machine_tag`; the GPU script names the GPU instead)."""
     info = machine_info()
     out_dir = RESULTS_DIR if out_dir is None else Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{what}_{machine_tag()}_{info['date']}.md"
+    path = out_dir / f"{what}_{machine or machine_tag()}_{info['date']}.md"
     head = [f"# {title}", ""] + [f"- {k}: {v}" for k, v in info.items()] + [f"- {n}" for n in notes] + [""]
-    path.write_text("\n".join(head) + body.rstrip() + "\n")
+    path.write_text("\n".join(head) + "\n" + body.rstrip() + "\n")  # a blank line: the table renders
     return path
+
+
+# ------------------------------------------------------------------------------ summaries (JSON)
+# One summary per script: {"benchmark": str, "rows": [row, ...], "skipped": reason or None,
+# "results": path of the markdown table}. A row compares our best contender with the best peer
+# (or a goal with no peer, e.g. an absolute speed or a fraction of the machine's peak):
+#   {"case", "metric", "ours", "peer", "value", "unit", "goal"}
+# "value" is ours/peer for unit "x" (above 1 = we are faster), else the measured number itself;
+# the goal is met when value >= goal.
+SUMMARY_UNITS = ("x", "tok/s", "% of peak")
+
+
+def summary_row(case: str, metric: str, ours: str, peer: str, value: float, unit: str = "x",
+                goal: float | None = None) -> dict[str, Any]:
+    if unit not in SUMMARY_UNITS:
+        raise ValueError(f"unit must be one of {SUMMARY_UNITS}; got {unit!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        raise ValueError(f"value must be a number; got {value!r}")
+    return {"case": case, "metric": metric, "ours": ours, "peer": peer, "value": float(value), "unit": unit,
+            "goal": None if goal is None else float(goal)}
+
+
+def write_summary(path: Path | str | None, benchmark: str, rows: list[dict[str, Any]], *,
+                  results: Path | str | None = None, skipped: str | None = None) -> None:
+    """Write the runner's JSON summary to ``path`` (nothing when ``path`` is None)."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": benchmark, "rows": rows, "skipped": skipped,
+                                "results": None if results is None else str(results)}, indent=1) + "\n")
+
+
+def _fmt_value(value: float, unit: str) -> str:
+    if unit == "x":
+        return f"{value:.2f}×"
+    if unit == "% of peak":
+        return f"{value:.0f}% of peak"
+    return f"{value:.1f} {unit}"
+
+
+def goal_met(row: dict[str, Any]) -> bool | None:
+    return None if row.get("goal") is None else row["value"] >= row["goal"]
+
+
+def summary_table(summaries: list[dict[str, Any]]) -> str:
+    """One markdown table from the scripts' summaries: benchmark, case, contender (ours vs best
+    peer), metric, ratio or value, goal, met?. A skipped or failed script gets one row saying so."""
+    header = ["benchmark", "case", "contender (ours vs best peer)", "metric", "ours vs peer", "goal", "met?"]
+    rows: list[list[str]] = []
+    for s in summaries:
+        name = s.get("benchmark", "?")
+        if s.get("skipped"):
+            rows.append([name, "—", "—", "—", "—", "—", f"skipped: {s['skipped']}"])
+            continue
+        if not s.get("rows"):
+            rows.append([name, "—", "—", "—", "—", "—", "no result"])
+            continue
+        for r in s["rows"]:
+            met = goal_met(r)
+            goal = "—" if r.get("goal") is None else "≥ " + _fmt_value(r["goal"], r["unit"])
+            rows.append([name, r["case"], f"{r['ours']} vs {r['peer']}", r["metric"], _fmt_value(r["value"], r["unit"]),
+                         goal, "—" if met is None else ("yes" if met else "**no**")])
+    return markdown_table(header, [[c.replace("|", "\\|") for c in r] for r in rows])  # a "|" would split a cell

@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .config import ConfigError
 
-COMMANDS = ("train", "generate", "translate", "recipes", "demo", "classify", "embed", "classify_image", "chat", "lab")
+COMMANDS = ("train", "generate", "translate", "recipes", "demo", "classify", "embed", "classify_image", "chat", "lab", "bench")
 
 
 class UsageError(Exception):

@@ -1,6 +1,8 @@
 """The benchmark scripts are not tests, but they must keep running: a dry run of each at the
-smallest size, on a tiny config, checking that it writes its results table."""
+smallest size, on a tiny config, checking that it writes its results table and the JSON summary
+the runner (`python -m benchmarks`) builds its table of ratios from."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,15 +10,23 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("script, args", [
-    ("benchmarks/train_gpt.py", ["--quick", "--repeats", "1"]),
-    ("benchmarks/generate.py", ["--quick", "--repeats", "1", "--no-nocache"]),
+@pytest.mark.parametrize("script, args, metric, goal", [
+    ("benchmarks/train_gpt.py", ["--quick", "--repeats", "1"], "training tokens/s", 1.5),
+    ("benchmarks/generate.py", ["--quick", "--repeats", "1", "--no-nocache"], "decode tokens/s after the first token", 3.0),
+    ("benchmarks/attention.py", ["--quick", "--repeats", "1", "--lengths", "32", "--dtypes", "fp32", "--causal", "yes"],
+     "forward time", 0.95),
 ])
-def test_benchmark_script_runs_and_writes_a_table(tmp_path, script, args):
-    r = subprocess.run([sys.executable, script, *args, "--out-dir", str(tmp_path)], capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def test_benchmark_script_runs_and_writes_a_table(tmp_path, script, args, metric, goal):
+    summary = tmp_path / "summary.json"
+    r = subprocess.run([sys.executable, script, *args, "--out-dir", str(tmp_path), "--summary-json", str(summary)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "| contender |" in r.stdout.replace("| size | contender |", "| contender |").replace(
-        "| batch | contender |", "| contender |")
     written = list(tmp_path.glob("*.md"))
-    assert len(written) == 1 and "selfattn" in written[0].read_text()
+    assert len(written) == 1
+    text = written[0].read_text()
+    assert ("| contender |" in text and "selfattn" in text) or ("| backend |" in text and "| auto" in text)
+    s = json.loads(summary.read_text())
+    assert s["skipped"] is None and s["results"] == str(written[0])
+    [row] = [r for r in s["rows"] if r["metric"] == metric]
+    assert row["goal"] == goal and row["value"] > 0 and row["unit"] == "x"
+    assert row["ours"].startswith(("selfattn", "auto")) and not row["peer"].startswith(("selfattn", "auto"))
