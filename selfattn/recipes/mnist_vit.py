@@ -3,14 +3,17 @@
 and shifts (no flips: a mirrored digit is not a digit). The schedule is fitted to 10 minutes
 (train.max_steps=0). Three 3×3 convolutions of 16 channels before the patch projection (the
 hybrid ViT, as in fashion-vit): with 3,600 images the local features they give are worth more
-than anything the attention layers could learn about edges themselves."""
+than anything the attention layers could learn about edges themselves.
+
+Measured (2026-11-28, 2 threads, `selfattn train mnist-vit`): 98.60% on the 1,000 held-out
+digits (98.50% validation) after 10 minutes (2,176 steps of 128)."""
 
 from ..models.vit import ViTConfig
 from ..train import TrainConfig
 from ..vision import ImageDataConfig, VisionRunConfig, run_vision_recipe
 
 NAME = "mnist-vit"
-DESCRIPTION = "ViT (patch 4, width 96, 4 layers) on 5,000 MNIST digits; goal >= 96% on the held-out fifth"
+DESCRIPTION = "ViT (patch 4, width 96, 4 layers) on 5,000 MNIST digits; 98.6% on the held-out fifth in 10 min (goal >= 96%)"
 
 
 def default_config() -> VisionRunConfig:
