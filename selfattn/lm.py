@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .config import ConfigError, check_choice, check_range, from_dict, save_json, to_dict
 from .models.gpt import GPT, GPTConfig
-from .train import TrainConfig, Trainer
+from .train import TrainConfig, Trainer, describe_best_val
 
 CORPORA = ("shakespeare", "file")
 TOKENIZERS = ("char", "bpe", "gpt2")
@@ -211,7 +211,7 @@ def run_lm_recipe(cfg: LMRunConfig, run_dir: Path, *, resume: bool = False) -> d
     line = next((ln for ln in (prompt + text).splitlines() if len(ln.strip()) > 12), (prompt + text)[:48])
     plot_lm_attention(model, tok, line[:48], Path(run_dir) / "attention.png")
     result.update(run_dir=str(run_dir), sample=text)
-    print(f"best validation loss {result['best_val']:.4f} after {result['steps']} steps "
+    print(f"{describe_best_val(result['best_val'])} after {result['steps']} steps "
           f"({result['train_seconds'] / 60:.1f} min of training); run folder: {run_dir} "
           "(loss.png, attention.png, sample.txt, checkpoints/)", file=sys.stderr)
     return result

@@ -132,6 +132,14 @@ def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dic
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def describe_best_val(best_val: float) -> str:
+    """"best validation loss 1.2345", or why there is none: a run stopped (time out, Ctrl-C)
+    before its first evaluation has no validation loss, and "inf" would read like a divergence."""
+    if math.isfinite(best_val):
+        return f"best validation loss {best_val:.4f}"
+    return "no validation loss yet (stopped before the first evaluation)"
+
+
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
     """Linear warm-up to lr, then cosine decay to min_lr at total_steps (default max_steps)."""
     if step < cfg.warmup_steps:

@@ -28,7 +28,7 @@ import torch
 
 from .config import ConfigError, check_choice, check_range, from_dict, save_json
 from .models.seq2seq import Seq2Seq, Seq2SeqConfig
-from .train import TrainConfig, Trainer
+from .train import TrainConfig, Trainer, describe_best_val
 
 SOURCES = ("bible", "pairs", "synthetic")
 SYNTHETIC_TASKS = ("copy", "reverse")
@@ -525,7 +525,7 @@ def run_translation_recipe(cfg: TranslationRunConfig, run_dir: Path, *, resume: 
     (run_dir / "samples.txt").write_text("\n".join(lines))
     print("\n".join(lines), file=sys.stderr)
     print(f"test BLEU: greedy {scores['bleu_greedy']:.2f}, beam {d.beam_size} {scores['bleu_beam']:.2f} "
-          f"({len(test)} pairs); best validation loss {result['best_val']:.4f} after {result['steps']} steps "
+          f"({len(test)} pairs); {describe_best_val(result['best_val'])} after {result['steps']} steps "
           f"({result['train_seconds'] / 60:.1f} min of training); run folder: {run_dir} "
           "(results.json, samples.txt, loss.png, cross_attention.png, checkpoints/)", file=sys.stderr)
     return result

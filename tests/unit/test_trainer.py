@@ -165,3 +165,10 @@ def test_weight_decay_groups_keep_biases_norms_and_named_parameters_out():
     assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
     assert not any(names[id(p)].startswith(("pos_", "cls_token")) for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0
+
+
+def test_a_run_stopped_before_its_first_evaluation_says_so():
+    from selfattn.train import describe_best_val
+
+    assert describe_best_val(1.23456) == "best validation loss 1.2346"
+    assert "before the first evaluation" in describe_best_val(float("inf"))
