@@ -155,8 +155,8 @@ def main(argv=None) -> int:
         L, H, D, T, B = SIZES[size]
         flops = our_model(size).flops_per_token(T, training=True)
         tokens = B * T * args.steps
-        contenders = build_contenders(size, args.dtypes, compile_too, notes)
         t0 = time.perf_counter()
+        contenders = build_contenders(size, args.dtypes, compile_too, notes)
         med = alternating_medians({k: repeated(f, args.steps) for k, f in contenders.items()},
                                   repeats=repeats, warmup=args.warmup)
         ours = min((k for k in med if k.startswith("selfattn")), key=med.get)
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
         summary.append(summary_row(size, "training tokens/s", ours, peer, med[peer] / med[ours], "x", goal=1.5))
         summary.append(summary_row(size, "MFU (same-dtype matmul peak)", ours, f"{ours.split()[1]} matmul peak",
                                    mfu(ours), "% of peak", goal=50))
-        print(f"{size}: measured in {time.perf_counter() - t0:.0f} s; best: {ours} vs {peer}", file=sys.stderr)
+        print(f"{size}: built, compiled and measured in {time.perf_counter() - t0:.0f} s; best: {ours} vs {peer}", file=sys.stderr)
     header = ["size", "contender", "ms/step", "tokens/s", "× best transformers", "MFU (same-dtype peak)"]
     table = markdown_table(header, rows)
     print(table)

@@ -32,7 +32,8 @@ class BlockSpec:
     dropout: float = 0.0
     # Dropout on the attention weights; None = the same as ``dropout``. A separate knob because on
     # a CPU it is the expensive one: any attention dropout forces the unfused three-step path and a
-    # (B, H, T, T) random mask per layer (half of a MiniLM fine-tuning step at 256 tokens).
+    # (B, H, T, T) random mask per layer (a MiniLM fine-tuning step at 256 tokens takes 2.26× as long
+    # with it: benchmarks/encoder_step.py).
     attn_dropout: float | None = None
     cross_attention: bool = False
     context_dim: int | None = None

@@ -81,15 +81,17 @@ def run(settings: Settings, out: Path) -> Finding:
     solved = [h for h in head_counts[1:] if m[h] >= 0.9]
     separate = [h for h in solved if all(split[h])]
     agrees = bool(separate) if solved else None
+    if separate:
+        outcome = (f"with {', '.join(map(str, separate))} heads the two relations go to two different heads "
+                   f"in every seed ({', '.join(f'{h} heads: {m[h]:.2f}' for h in separate)} accuracy).")
+    elif solved:
+        outcome = "multi-head models solve it without giving the relations to separate heads."
+    else:
+        outcome = "no multi-head model solved the task in this budget."
     one = mass[1][0][0]
     sentence = (f"With the same total width {width} in one layer, on a task needing x_(t-{task.a}) and "
                 f"x_(t-{task.b}) at once: one head reaches {m[1]:.2f} accuracy (its attention: "
-                f"{one[0]:.2f} on t-{task.a}, {one[1]:.2f} on t-{task.b}, seed 0); "
-                + (f"with {', '.join(map(str, separate))} heads the two relations go to two different heads "
-                   f"in every seed ({', '.join(f'{h} heads: {m[h]:.2f}' for h in separate)} accuracy)."
-                   if separate else
-                   ("multi-head models solve it without giving the relations to separate heads."
-                    if solved else "no multi-head model solved the task in this budget.")))
+                f"{one[0]:.2f} on t-{task.a}, {one[1]:.2f} on t-{task.b}, seed 0); {outcome}")
     data = {"accuracy": {str(h): v for h, v in acc.items()}, "params": {str(h): v for h, v in params.items()},
             "width": width, "relation_mass": {str(h): v for h, v in mass.items()},
             "separate_heads": {str(h): v for h, v in split.items()}}

@@ -8,9 +8,10 @@ training images and picks the checkpoint; the 10,000 test images give the final 
 Measured (2026-11-28, 2 threads, `selfattn train fashion-vit`): 91.06% test accuracy (91.63%
 validation) after 20 minutes (4,882 steps of 128, about 11.6 epochs). The plain ViT (patch
 projection straight from pixels, `model.stem_convs=0`) reached 87.67% in the same 20 minutes.
-In 7-minute single-thread comparisons the stem won at every setting tried: 3 convs of 16
-channels 89.27% validation, 2 of 16 89.10%, 2 of 32 87.57% (slower steps), 2 of 16 without
-label smoothing 88.22%; plain ViT about 85.6%.
+In 7-minute single-thread comparisons (`taskset -c N selfattn train fashion-vit train.threads=1
+train.max_minutes=7 model.stem_convs=S model.stem_width=W`, two at a time, one per core) the stem
+won at every setting tried: 3 convs of 16 channels 89.27% validation, 2 of 16 89.10%, 2 of 32
+87.57% (slower steps), 2 of 16 with label_smoothing=0 88.22%; plain ViT about 85.6%.
 
 The schedule (warm-up, cosine to min_lr) ends when the time does: train.max_steps=0 lets the
 Trainer time the first steps and fit the number of steps to max_minutes. float32, not bf16

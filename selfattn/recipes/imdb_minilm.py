@@ -22,8 +22,8 @@ def default_config() -> SentimentRunConfig:
         # Only pooling, the dropouts and the attention backend are read from here: the architecture is
         # MiniLM's own. Mean pooling is what the model was trained to produce sentence vectors with.
         # No dropout on the attention weights: on this CPU it halves the step rate (an unfused
-        # attention path and a 16x12x256x256 random mask per layer: 2.7 s against 1.45 s per step
-        # of 16x256 tokens), and twice the steps in the budget is worth more than that regulariser.
+        # attention path and a 16x12x256x256 random mask per layer: 3.26 s against 1.44 s per step
+        # of 16x256 tokens, benchmarks/encoder_step.py), and twice the steps in the budget is worth more than that regulariser.
         model=EncoderConfig(pooling="mean", dropout=0.1, attn_dropout=0.0, n_classes=2),
         data=SentimentDataConfig(source="imdb", max_len=256, truncate="head_tail"),
         train=TrainConfig(max_steps=0, batch_size=16, lr=5e-5, min_lr=2e-6, warmup_steps=40,

@@ -30,3 +30,15 @@ def test_benchmark_script_runs_and_writes_a_table(tmp_path, script, args, metric
     [row] = [r for r in s["rows"] if r["metric"] == metric]
     assert row["goal"] == goal and row["value"] > 0 and row["unit"] == "x"
     assert row["ours"].startswith(("selfattn", "auto")) and not row["peer"].startswith(("selfattn", "auto"))
+
+
+def test_encoder_step_benchmark_runs_and_reports_the_mask_share(tmp_path):
+    r = subprocess.run([sys.executable, "benchmarks/encoder_step.py", "--quick", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    [written] = tmp_path.glob("encoder-step_*.md")
+    text = written.read_text()
+    assert "| attention dropout 0.1 |" in text and "| attention dropout 0 |" in text
+    assert "aten::bernoulli_) took" in text
+    bad = subprocess.run([sys.executable, "benchmarks/encoder_step.py", "--repeats", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--repeats must be >= 1" in bad.stderr
