@@ -32,6 +32,7 @@ SCRIPTS = {
     "train_gpt": "train_gpt.py",
     "generate": "generate.py",
     "generate_smollm2": "generate_smollm2.py",
+    "decode_int8": "decode_int8.py",
 }
 QUICK_OUT = Path("runs") / "bench-quick"
 

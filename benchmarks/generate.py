@@ -1,15 +1,16 @@
 """Generation speed of our GPT against transformers' `generate`, same config, same run.
 
-    python benchmarks/generate.py [--quick] [--prompt 128] [--new 128] [--batch 1 8] [--compile]
+    python benchmarks/generate.py [--quick] [--prompt 128] [--new 128] [--batch 1 8] [--no-compile]
 
 GPT-2 124M configuration with random weights (``--quick``: 4 layers, width 256, 32 + 16 tokens,
 batch 1, no no-cache contender). Reported separately: time to first token (the prompt pass) and
 per-token latency after it, for our KV-cache decoding in fp32 and bf16 (weights cast), bf16 with
 oneDNN-prepacked linears, our decoding without a cache (a full forward per token), and
-transformers' `generate` with its cache on (greedy, fixed length). ``--compile`` adds our bf16
-model under ``torch.compile(dynamic=True)`` passed to the unchanged ``selfattn.generate.generate``
-(no library hook needed: the compiled module forwards ``config`` and ``make_cache``); its first
-generation (compile included) goes into the notes, and a failure drops it with a note.
+transformers' `generate` with its cache on (greedy, fixed length). Unless ``--quick`` or
+``--no-compile``, also our bf16 model under ``torch.compile(dynamic=True)`` passed to the
+unchanged ``selfattn.generate.generate`` (no library hook needed: the compiled module forwards
+``config`` and ``make_cache``); its first generation (compile included) goes into the notes, and
+a failure drops it with a note.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-nocache", action="store_true", help="skip the (slow) no-cache contender")
-    p.add_argument("--compile", action="store_true", help="also time our bf16 model under torch.compile")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time our bf16 model under torch.compile (default: on, off with --quick)")
     p.add_argument("--out-dir", type=Path, default=None, help="where to write the results table")
     p.add_argument("--summary-json", type=Path, default=None, help="also write the runner's JSON summary here")
     args = p.parse_args(argv)
@@ -117,6 +119,8 @@ def main(argv=None) -> int:
         p.error(f"--new must be >= 2 (per-token latency is measured after the first token); got {new}")
     if prompt + new > cfg.block_size:
         p.error(f"--prompt + --new must fit the context of {cfg.block_size} tokens; got {prompt + new}")
+    if args.compile is None:
+        args.compile = not args.quick
     rows, summary, notes = [], [], []
     for B in batches:
         ids = torch.randint(0, cfg.vocab_size, (B, prompt))
