@@ -71,7 +71,9 @@ def measure(length: int, dtype: torch.dtype, causal: bool, backends, repeats: in
     res: dict[str, dict[str, float]] = {n: {} for n in names}
     for mode, grad in (("fwd", False), ("fwdbwd", True)):
         calls = {n: make_call(n, q, k, v, causal, grad, dout) for n in names}
-        for n, t in alternating_medians(calls, repeats=repeats).items():
+        # samples of >= 50 ms: a call of 1-4 ms timed once swung by up to 1.6x between two runs of
+        # the same kernel (auto = torch) in the 2026-11-28 full run
+        for n, t in alternating_medians(calls, repeats=repeats, min_sample_s=0.05).items():
             res[n][mode] = t
         if memory:
             for n, fn in calls.items():

@@ -35,19 +35,30 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 # ---------------------------------------------------------------------------------------- timing
-def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Median wall time in seconds of each callable, run in alternation after ``warmup`` rounds."""
+def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+                        min_sample_s: float = 0.0) -> dict[str, float]:
+    """Median wall time in seconds of one call of each callable, run in alternation after
+    ``warmup`` rounds. With ``min_sample_s`` > 0 each timed sample repeats a call enough times to
+    last about that long (the count set from the last warm-up call): a call of a few milliseconds
+    timed once is at the mercy of one page fault or one wake-up of another process."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1; got {repeats!r}")
-    for _ in range(warmup):
-        for fn in fns.values():
+    if min_sample_s < 0:
+        raise ValueError(f"min_sample_s must be >= 0; got {min_sample_s!r}")
+    calls = {name: 1 for name in fns}
+    for _ in range(max(warmup, 1 if min_sample_s > 0 else 0)):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
             fn()
+            if min_sample_s > 0:
+                calls[name] = max(1, math.ceil(min_sample_s / max(time.perf_counter() - t0, 1e-9)))
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(calls[name]):
+                fn()
+            times[name].append((time.perf_counter() - t0) / calls[name])
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

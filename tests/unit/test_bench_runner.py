@@ -118,3 +118,27 @@ def test_runner_reports_a_failed_script_and_exits_1(fake_scripts, capsys):
     printed = capsys.readouterr().out
     assert "failed with exit status 4" in _row_of(printed, "| broken |")[-1]
     assert "| fast | c |" in printed  # the others still report
+
+
+def test_alternating_medians_repeats_short_calls_to_fill_a_sample():
+    import time as _time
+
+    from benchmarks.common import alternating_medians
+
+    counts = {"short": 0, "long": 0}
+
+    def short():
+        counts["short"] += 1
+        _time.sleep(0.002)
+
+    def long():
+        counts["long"] += 1
+        _time.sleep(0.03)
+
+    med = alternating_medians({"short": short, "long": long}, repeats=3, warmup=1, min_sample_s=0.02)
+    # one warm-up call each; then the short call fills 20 ms samples (~10 calls), the long one needs one
+    assert counts["long"] == 1 + 3
+    assert counts["short"] >= 1 + 3 * 2  # ~10 a sample; 2 even if the warm-up call stalled 10 ms
+    assert 0.002 <= med["short"] < 0.02 and 0.03 <= med["long"] < 0.3  # per call, not per sample
+    with pytest.raises(ValueError, match="min_sample_s"):
+        alternating_medians({"short": short}, min_sample_s=-1)
