@@ -37,9 +37,9 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table, summary_row, write_results, write_summary  # noqa: E402
-from benchmarks.generate import hf, measure, ours  # noqa: E402
+from benchmarks.generate import hf, hf_contender, measure, ours  # noqa: E402
 from selfattn.generate import generate  # noqa: E402
-from selfattn.inference import can_pack, pack_linears  # noqa: E402
+from selfattn.inference import can_pack, pack_linears, swap_modules  # noqa: E402
 from selfattn.models import GPTConfig  # noqa: E402
 
 # A fixed passage for the quality check (written for this benchmark; ~300 tokens).
@@ -93,14 +93,6 @@ def dynamic_int8(linear: nn.Linear) -> nn.Module:
                                                       dtype=torch.qint8)[0]
 
 
-def swap_linears(model: nn.Module, make) -> nn.Module:
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, make(child))
-    return model
-
-
 def convert(model: nn.Module, path: str) -> nn.Module:
     """A float model -> the model for one decoding path ("bf16 packed", "int8 weight-only", "int8 dynamic")."""
     if path == "bf16 packed":
@@ -108,10 +100,14 @@ def convert(model: nn.Module, path: str) -> nn.Module:
         if can_pack(model) is None:
             pack_linears(model)
         return model
-    if path == "int8 weight-only":
-        return swap_linears(model.to(torch.bfloat16), WeightOnlyInt8Linear)
     if path == "int8 dynamic":
-        return swap_linears(model.float(), dynamic_int8)
+        model = model.float()
+        swap_modules(model, nn.Linear, dynamic_int8)
+        return model
+    if path == "int8 weight-only":
+        model = model.to(torch.bfloat16)
+        swap_modules(model, nn.Linear, WeightOnlyInt8Linear)
+        return model
     raise ValueError(f"unknown path {path!r}")
 
 
@@ -126,11 +122,7 @@ def speed_rows(cfg: GPTConfig, prompt: int, new: int, repeats: int) -> tuple[lis
         m = convert(ours(cfg, torch.float32), path)
         contenders[f"selfattn {path}"] = (lambda m=m: generate(m, ids, 1, temperature=0),
                                           lambda m=m: generate(m, ids, new, temperature=0))
-    h = hf(cfg, torch.bfloat16)
-    kw = dict(do_sample=False, use_cache=True, pad_token_id=0)
-    contenders["transformers cache bf16"] = (
-        lambda: h.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw),
-        lambda: h.generate(ids, max_new_tokens=new, min_new_tokens=new, **kw))
+    contenders["transformers cache bf16"] = hf_contender(hf(cfg, torch.bfloat16), ids, new)
     results = measure(contenders, new, repeats)
     peer = results["transformers cache bf16"][1]
     base = results["selfattn bf16 packed"][1]

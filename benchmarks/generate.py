@@ -45,6 +45,13 @@ def hf(cfg: GPTConfig, dtype: torch.dtype):
                                       n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd)).to(dtype).eval()
 
 
+def hf_contender(h, ids, new):
+    """(first, full) callables: transformers' greedy `generate` with its cache on, 1 and ``new`` tokens."""
+    kw = dict(do_sample=False, use_cache=True, pad_token_id=0)
+    return (lambda: h.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw),
+            lambda: h.generate(ids, max_new_tokens=new, min_new_tokens=new, **kw))
+
+
 @torch.inference_mode()
 def no_cache(model, ids, new):
     for _ in range(new):
@@ -130,11 +137,7 @@ def main(argv=None) -> int:
             contenders[f"selfattn cache {tag}"] = (
                 lambda m=m: generate(m, ids, 1, temperature=0),
                 lambda m=m: generate(m, ids, new, temperature=0))
-            h = hf(cfg, dtype)
-            kw = dict(do_sample=False, use_cache=True, pad_token_id=0)
-            contenders[f"transformers cache {tag}"] = (
-                lambda h=h: h.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw),
-                lambda h=h: h.generate(ids, max_new_tokens=new, min_new_tokens=new, **kw))
+            contenders[f"transformers cache {tag}"] = hf_contender(hf(cfg, dtype), ids, new)
             if dtype == torch.bfloat16 and can_pack(m) is None:
                 mp = ours(cfg, dtype)
                 pack_linears(mp)  # weights prepacked for oneDNN (selfattn.inference)

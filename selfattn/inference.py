@@ -64,7 +64,8 @@ class PackedLinear(nn.Module):
         return lin
 
 
-def _swap(model: nn.Module, kind: type, make) -> int:
+def swap_modules(model: nn.Module, kind: type, make) -> int:
+    """Replace every module of exactly type ``kind`` by ``make(module)``, in place; returns how many."""
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -81,9 +82,9 @@ def pack_linears(model: nn.Module) -> int:
     why = can_pack(model)
     if why is not None:
         raise ValueError(f"pack_linears: {why}")
-    return _swap(model, nn.Linear, PackedLinear)
+    return swap_modules(model, nn.Linear, PackedLinear)
 
 
 def unpack_linears(model: nn.Module) -> int:
     """Undo ``pack_linears`` (in place): plain ``nn.Linear`` layers with the same parameters."""
-    return _swap(model, PackedLinear, PackedLinear.unpacked)
+    return swap_modules(model, PackedLinear, PackedLinear.unpacked)
