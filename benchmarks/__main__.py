@@ -6,6 +6,10 @@ runner reads the summaries back and prints one table: for every question, our be
 against the best peer of the same run, the goal of issue 10 and whether it is met. The table is
 also written as ``<out-dir>/summary_<machine>_<date>.md``.
 
+With ``--only`` the other benchmarks are not run, but the table still has every benchmark: their
+rows come from the summaries an earlier run left in the same folder, and a note names them, so
+re-running one script never drops the others' results from the dated summary.
+
 ``--quick`` (about a minute on 2 cores) runs every script in its quick mode and writes to
 ``runs/bench-quick`` unless ``--out-dir`` is given: its numbers check that everything runs, they
 are not the ones to report. Without it results go to ``benchmarks/results``.
@@ -59,6 +63,18 @@ def read_summary(name: str, path: Path, returncode: int) -> dict:
     return summary
 
 
+def earlier_summaries(names: list[str], out_dir: Path) -> list[tuple[str, dict]]:
+    """(name, summary) of each benchmark in ``names`` that an earlier run left in ``out_dir``."""
+    found = []
+    for name in names:
+        path = out_dir / f"{name}.summary.json"
+        if path.is_file():
+            summary = read_summary(name, path, 0)
+            if summary.get("rows"):  # an unreadable or empty one says nothing worth carrying over
+                found.append((name, summary))
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="about a minute in all: every script's quick mode")
@@ -90,12 +106,17 @@ def run(argv: list[str] | None = None) -> int:
         print(f"== {name}: {time.perf_counter() - t0:.0f} s, exit status {rc}", flush=True)
         failed |= rc != 0
         summaries.append(read_summary(name, summary_path, rc))
+    earlier = earlier_summaries([n for n in SCRIPTS if n not in names], out_dir)
+    order = list(SCRIPTS)
+    summaries = sorted(summaries + [s for _, s in earlier], key=lambda s: order.index(s["benchmark"]))
     table = summary_table(summaries)
     print("\n" + table)
     notes = [f"command: python -m benchmarks {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip(),
              f"all benchmarks took {time.perf_counter() - t_all:.0f} s",
              "ours vs peer: our best contender's speed / the best peer's in the same run (above 1 = faster); "
              "each script's own table has every contender"]
+    for name, s in earlier:
+        notes.append(f"{name}: not run by this command; its rows are an earlier run's ({Path(s.get('results') or name + '.summary.json').name})")
     if args.quick:
         notes.append("--quick: checks that everything runs; not numbers to report")
     path = write_results("summary", table, title="Benchmarks summary (issue 10)", notes=notes, out_dir=out_dir)

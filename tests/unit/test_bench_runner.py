@@ -120,6 +120,19 @@ def test_runner_reports_a_failed_script_and_exits_1(fake_scripts, capsys):
     assert "| fast | c |" in printed  # the others still report
 
 
+def test_only_keeps_the_other_benchmarks_rows_from_an_earlier_run(fake_scripts, capsys):
+    out = fake_scripts
+    assert runner.run(["--quick", "--only", "fast", "slow", "--out-dir", str(out)]) == 0
+    assert runner.run(["--quick", "--only", "fast", "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = printed[printed.rindex("| benchmark |"):]
+    assert table.index("| fast |") < table.index("| slow |")  # the scripts' order, not run order
+    assert _row_of(table, "| slow |")[4] == "1.10×"  # carried over from the first run
+    assert "| broken |" not in table  # it never wrote a summary
+    [written] = out.glob("summary_*.md")
+    assert "slow: not run by this command; its rows are an earlier run's" in written.read_text()
+
+
 def test_alternating_medians_repeats_short_calls_to_fill_a_sample():
     import time as _time
 
