@@ -8,6 +8,8 @@ and the output projection. The weighted sum itself is ``selfattn.attention``'s.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,6 +112,21 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(y)
 
 
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU, tanh approximation (GPT-2's): 0.5·x·(1 + tanh(z)), z = √(2/π)·(x + 0.044715·x³).
+
+    Under ``torch.compile`` it is written as x·sigmoid(2z), the same function, because inductor's
+    CPU tanh costs about four times its exp: as tanh it was the largest non-matmul kernel of a
+    compiled training step (benchmarks/NOTES.md). Eager keeps torch's single fused kernel."""
+    if not torch.compiler.is_compiling():
+        return F.gelu(x, approximate="tanh")
+    xf = x.float()  # bf16 in, fp32 inside, as torch's kernel does
+    return (xf * torch.sigmoid(2.0 * _SQRT_2_OVER_PI * (xf + 0.044715 * xf * xf * xf))).to(x.dtype)
+
+
 class FeedForward(nn.Module):
     """Position-wise: the same two-layer network applied to every token on its own.
     SwiGLU: down(silu(gate(x)) * up(x)), as in Llama."""
@@ -133,7 +150,7 @@ class FeedForward(nn.Module):
         elif self.activation == "gelu":
             h = F.gelu(h)
         elif self.activation == "gelu_tanh":
-            h = F.gelu(h, approximate="tanh")
+            h = gelu_tanh(h)
         else:
             h = F.relu(h)
         return self.drop(self.down_proj(h))
