@@ -123,7 +123,7 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     compiled training step (benchmarks/NOTES.md). Eager keeps torch's single fused kernel."""
     if not torch.compiler.is_compiling():
         return F.gelu(x, approximate="tanh")
-    xf = x.float()  # bf16 in, fp32 inside, as torch's kernel does
+    xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x  # fp32 inside, as torch's kernel
     return (xf * torch.sigmoid(2.0 * _SQRT_2_OVER_PI * (xf + 0.044715 * xf * xf * xf))).to(x.dtype)
 
 
