@@ -63,15 +63,15 @@ def read_summary(name: str, path: Path, returncode: int) -> dict:
     return summary
 
 
-def earlier_summaries(names: list[str], out_dir: Path) -> list[tuple[str, dict]]:
-    """(name, summary) of each benchmark in ``names`` that an earlier run left in ``out_dir``."""
-    found = []
+def earlier_summaries(names: list[str], out_dir: Path) -> dict[str, dict]:
+    """{name: summary} of each benchmark in ``names`` that an earlier run left in ``out_dir``."""
+    found = {}
     for name in names:
         path = out_dir / f"{name}.summary.json"
         if path.is_file():
             summary = read_summary(name, path, 0)
             if summary.get("rows"):  # an unreadable or empty one says nothing worth carrying over
-                found.append((name, summary))
+                found[name] = summary
     return found
 
 
@@ -94,7 +94,7 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
     names = args.only or list(SCRIPTS)
-    summaries, failed = [], False
+    ran, failed = {}, False
     t_all = time.perf_counter()
     for name in names:
         summary_path = out_dir / f"{name}.summary.json"
@@ -105,17 +105,16 @@ def run(argv: list[str] | None = None) -> int:
         rc = subprocess.call(cmd)
         print(f"== {name}: {time.perf_counter() - t0:.0f} s, exit status {rc}", flush=True)
         failed |= rc != 0
-        summaries.append(read_summary(name, summary_path, rc))
-    earlier = earlier_summaries([n for n in SCRIPTS if n not in names], out_dir)
-    order = list(SCRIPTS)
-    summaries = sorted(summaries + [s for _, s in earlier], key=lambda s: order.index(s["benchmark"]))
-    table = summary_table(summaries)
+        ran[name] = read_summary(name, summary_path, rc)
+    earlier = earlier_summaries([n for n in SCRIPTS if n not in ran], out_dir)
+    summaries = {**ran, **earlier}
+    table = summary_table([summaries[n] for n in SCRIPTS if n in summaries])  # the scripts' order
     print("\n" + table)
     notes = [f"command: python -m benchmarks {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip(),
              f"all benchmarks took {time.perf_counter() - t_all:.0f} s",
              "ours vs peer: our best contender's speed / the best peer's in the same run (above 1 = faster); "
              "each script's own table has every contender"]
-    for name, s in earlier:
+    for name, s in earlier.items():
         notes.append(f"{name}: not run by this command; its rows are an earlier run's ({Path(s.get('results') or name + '.summary.json').name})")
     if args.quick:
         notes.append("--quick: checks that everything runs; not numbers to report")
