@@ -35,8 +35,17 @@ def _symbols(n: int, shape, g: torch.Generator, offset: int = N_SPECIAL) -> torc
     return torch.randint(0, n, shape, generator=g) + offset
 
 
+class _Task:
+    """What every task shares: the classes to predict are the tokens themselves, unless a task
+    says otherwise (``TwoRelationsTask``)."""
+
+    @property
+    def n_classes(self) -> int:
+        return self.vocab_size
+
+
 @dataclass(frozen=True)
-class CopyTask:
+class CopyTask(_Task):
     distance: int
     n_symbols: int = 8
     k: int = 4
@@ -51,10 +60,6 @@ class CopyTask:
     @property
     def vocab_size(self) -> int:
         return N_SPECIAL + self.n_symbols
-
-    @property
-    def n_classes(self) -> int:
-        return self.vocab_size
 
     @property
     def length(self) -> int:
@@ -72,7 +77,7 @@ class CopyTask:
 
 
 @dataclass(frozen=True)
-class SelectiveCopyTask:
+class SelectiveCopyTask(_Task):
     distance: int  # length of the span the symbols are scattered in
     n_symbols: int = 8
     k: int = 4
@@ -87,10 +92,6 @@ class SelectiveCopyTask:
     @property
     def vocab_size(self) -> int:
         return N_SPECIAL + self.n_symbols
-
-    @property
-    def n_classes(self) -> int:
-        return self.vocab_size
 
     @property
     def length(self) -> int:
@@ -110,7 +111,7 @@ class SelectiveCopyTask:
 
 
 @dataclass(frozen=True)
-class AssociativeRecallTask:
+class AssociativeRecallTask(_Task):
     distance: int  # blanks between the last pair and the query
     n_pairs: int = 4
     n_keys: int = 8
@@ -127,10 +128,6 @@ class AssociativeRecallTask:
     @property
     def vocab_size(self) -> int:
         return N_SPECIAL + self.n_keys + self.n_values
-
-    @property
-    def n_classes(self) -> int:
-        return self.vocab_size
 
     @property
     def length(self) -> int:
@@ -151,7 +148,7 @@ class AssociativeRecallTask:
 
 
 @dataclass(frozen=True)
-class OrderTask:
+class OrderTask(_Task):
     """[fillers] noun_a VERB noun_b [fillers]: the answer (at the last position) is noun_a, the
     agent. "man bites dog" has the same tokens as "dog bites man" and the other answer, so a
     model that sees a set (no positions, no causal mask) can do no better than 50%."""
@@ -175,10 +172,6 @@ class OrderTask:
     def vocab_size(self) -> int:
         return N_SPECIAL + 1 + self.n_nouns + self.n_fillers
 
-    @property
-    def n_classes(self) -> int:
-        return self.vocab_size
-
     def sample(self, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         T, first_noun = self.length, N_SPECIAL + 1
         x = _symbols(self.n_fillers, (batch, T), g, offset=first_noun + self.n_nouns)
@@ -194,7 +187,7 @@ class OrderTask:
 
 
 @dataclass(frozen=True)
-class DelayedEchoTask:
+class DelayedEchoTask(_Task):
     """y_t = x_{t-lag} for t >= lag: the same rule at every length, so a model trained at one
     length can be tested at any other."""
 
@@ -213,10 +206,6 @@ class DelayedEchoTask:
     def vocab_size(self) -> int:
         return N_SPECIAL + self.n_symbols
 
-    @property
-    def n_classes(self) -> int:
-        return self.vocab_size
-
     def at_length(self, length: int) -> "DelayedEchoTask":
         return DelayedEchoTask(length, self.lag, self.n_symbols)
 
@@ -228,7 +217,7 @@ class DelayedEchoTask:
 
 
 @dataclass(frozen=True)
-class TwoRelationsTask:
+class TwoRelationsTask(_Task):
     """y_t = V·s(x_{t-a}) + s(x_{t-b}) (s = symbol index): the answer needs the token a places
     back *and* the token b places back, two relations at once (V² classes)."""
 
