@@ -16,7 +16,8 @@ speed, and our attention against torch's SDPA, in one short table (a few minutes
    through ``selfattn.generate.generate`` (eager), against transformers' ``generate`` with its
    cache when transformers is installed.
 3. Attention: ``backend="auto"`` against ``F.scaled_dot_product_attention``, bf16, causal,
-   B=8, H=12, head size 64, forward and forward+backward.
+   B=8, H=12, head size 64, forward and forward+backward; likewise ``backend="triton"`` (our own
+   kernels, opt-in) when triton is installed, with its error against fp32 next to SDPA's.
 
 Writes ``benchmarks/results/gpu_<gpu>_<date>.md`` (with ``--dry-run``: ``runs/gpu-dry-run/``,
 numbers meaningless). ``--budget-s`` stops starting new parts once that many seconds have passed.
@@ -40,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-from selfattn.attention import scaled_dot_product_attention  # noqa: E402
+from selfattn.attention import BACKENDS, make_request, scaled_dot_product_attention  # noqa: E402
 from selfattn.generate import generate  # noqa: E402
 from selfattn.models import GPT, GPTConfig  # noqa: E402
 from selfattn.train import weight_decay_groups  # noqa: E402
@@ -174,14 +175,24 @@ def generation_part(plan: Plan, device: torch.device) -> tuple[list[list[str]], 
 
 # ------------------------------------------------------------------------------------ attention
 def attention_part(plan: Plan, device: torch.device) -> tuple[list[list[str]], list[str]]:
+    """auto and our Triton kernels (when they can run here) against torch's SDPA; and the Triton
+    kernels' error against an fp32 reference next to SDPA's own, since they have not run on a GPU
+    before this script."""
     B, H, D = plan.attn_shape
-    rows = []
+    rows, notes = [], [f"attention: medians of {plan.repeats} runs after a warm-up"]
     for L in plan.attn_lengths:
         torch.manual_seed(0)
-        q, k, v = (torch.randn(B, H, L, D, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        q, k, v = (torch.randn(B, H, L, D, device=device, dtype=torch.bfloat16, requires_grad=True)
+                   for _ in range(3))
         dout = torch.randn(B, H, L, D, device=device, dtype=torch.bfloat16)
         fns = {"auto": lambda: scaled_dot_product_attention(q, k, v, is_causal=True, backend="auto"),
                "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)}
+        why = BACKENDS["triton"].unsupported(make_request(q, k, v, is_causal=True))
+        if why is None:
+            fns["triton"] = lambda: scaled_dot_product_attention(q, k, v, is_causal=True, backend="triton")
+            rows.append(triton_error_row(q, k, v, dout, L))
+        elif L == plan.attn_lengths[0]:
+            notes.append(f"attention: backend='triton' not run: {why}")
         for mode in ("fwd", "fwd+bwd"):
             t = {}
             for name, fn in fns.items():
@@ -193,12 +204,39 @@ def attention_part(plan: Plan, device: torch.device) -> tuple[list[list[str]], l
                     def call(fn=fn):
                         fn().backward(dout)
                 t[name] = median_time(call, device, plan.repeats)
-            rows.append(["attention", f"auto vs SDPA, L={L}, bf16 causal, B={B} H={H} d={D}", f"{mode} ms (auto / sdpa)",
-                         f"{t['auto'] * 1e3:.2f} / {t['sdpa'] * 1e3:.2f} = {t['sdpa'] / t['auto']:.2f}×", "≥ 0.95×"])
-    return rows, [f"attention: medians of {plan.repeats} runs after a warm-up"]
+            shape = f"L={L}, bf16 causal, B={B} H={H} d={D}"
+            for name, goal in (("auto", "≥ 0.95×"), ("triton", "— (opt-in)")):
+                if name in t:
+                    rows.append(["attention", f"{name} vs SDPA, {shape}", f"{mode} ms ({name} / sdpa)",
+                                 f"{t[name] * 1e3:.2f} / {t['sdpa'] * 1e3:.2f} = {t['sdpa'] / t[name]:.2f}×", goal])
+    return rows, notes
 
 
-# ------------------------------------------------------------------------------------------ main
+def triton_error_row(q, k, v, dout, L: int) -> list[str]:
+    """Max |error| of the output and dq against the same call in fp32, for Triton and for SDPA."""
+    def out_and_dq(fn, *args):
+        args = [a.detach().requires_grad_() for a in args]
+        out = fn(*args)
+        out.backward(dout.to(out.dtype))
+        return out.float(), args[0].grad.float()
+
+    def sdpa(a, b, c):
+        return F.scaled_dot_product_attention(a, b, c, is_causal=True)
+
+    def ours(a, b, c):
+        return scaled_dot_product_attention(a, b, c, is_causal=True, backend="triton")
+
+    ref = out_and_dq(sdpa, q.float(), k.float(), v.float())
+    err = {}
+    for name, fn in (("triton", ours), ("sdpa", sdpa)):
+        got = out_and_dq(fn, q, k, v)
+        err[name] = [(g - r).abs().max().item() for g, r in zip(got, ref)]
+    ok = all(t <= 2 * s + 1e-3 for t, s in zip(err["triton"], err["sdpa"]))
+    return ["attention", f"triton vs fp32, L={L}, bf16 causal", "max abs error of out, dq (triton / sdpa)",
+            f"{err['triton'][0]:.1e} / {err['sdpa'][0]:.1e}, {err['triton'][1]:.1e} / {err['sdpa'][1]:.1e}"
+            + ("" if ok else " (too large)"), "≤ 2× sdpa's"]
+
+
 def gpu_tag(device: torch.device) -> str:
     if device.type != "cuda":
         return "cpu-dry-run"

@@ -20,6 +20,7 @@ from .math import math_attention, scores_and_weights, sees_every_key
 from .fused import torch_attention
 from .chunked import chunked_attention, chunked_unsupported
 from .blocked import blocked_attention, blocked_unsupported
+from .triton_flash import triton_attention, triton_unsupported
 from .request import AttentionRequest, make_request
 
 __all__ = [
@@ -52,6 +53,9 @@ BACKENDS: dict[str, Backend] = {
                        "for bf16; backward by recomputation; O(block_q*Lk) scratch"),
     "torch": Backend("torch", torch_attention, _always,
                      "torch.nn.functional.scaled_dot_product_attention (fused flash/efficient kernels)"),
+    "triton": Backend("triton", triton_attention, triton_unsupported,
+                      "our own fused Triton kernels (online softmax forward, recomputing backward); "
+                      "O(L*D) memory; CUDA, or CPU under Triton's interpreter; opt-in"),
 }
 
 BACKEND_NAMES = ("auto", *BACKENDS)
@@ -136,6 +140,9 @@ def _auto_reasons(req: AttentionRequest) -> tuple[str, dict[str, str]]:
             passed[name] = "supported, but slower than torch's fused kernel at every size measured (it is for O(N) memory)"
         elif name == "math":
             passed[name] = "supported, but the slowest and O(Lq*Lk) memory (it is the readable oracle)"
+        elif name == "triton":
+            passed[name] = ("supported, but opt-in (backend='triton'): not yet measured faster than "
+                            "torch's kernels on a GPU here")
         else:
             passed[name] = f"supported, but {choice} measured faster for this call"
     return choice, passed
@@ -172,7 +179,7 @@ def scaled_dot_product_attention(
     (..., Hq, Lq, Lk); it may be combined with ``is_causal``. ``scale`` defaults to 1/sqrt(D).
     ``enable_gqa``: Hq may be a multiple of Hkv (query head h reads kv head h // (Hq/Hkv)).
 
-    Beyond torch: ``backend`` picks the implementation ("auto", "math", "chunked", "torch");
+    Beyond torch: ``backend`` picks the implementation ("auto" or one of ``BACKENDS``);
     ``causal_align`` is "top_left" (torch's rule, the default) or "bottom_right" (query i sees
     keys up to i + Lk - Lq: what decoding with a KV cache needs). A query row whose keys are all
     masked returns zeros with finite gradients on every backend.

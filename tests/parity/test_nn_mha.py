@@ -412,11 +412,14 @@ def test_dropout_output_is_unbiased(backend):
     # Inverted dropout keeps the expectation: the mean over many draws approaches the eval output.
     torch.manual_seed(0)
     m = MultiheadAttention(8, 2, dropout=0.4, batch_first=True, backend=backend)
-    x = torch.randn(1, 6, 8).expand(4000, -1, -1).contiguous()  # 4000 independent draws in one call
+    # n independent draws in one call; Triton's CPU interpreter runs one program per row and head,
+    # so it gets fewer (the bound below is in standard errors of the mean, valid for any n)
+    n = 500 if backend == "triton" else 4000
+    x = torch.randn(1, 6, 8).expand(n, -1, -1).contiguous()
     with torch.no_grad():
         ref = m.eval()(x[:1], x[:1], x[:1], need_weights=False)[0][0]
-        draws = m.train()(x, x, x, need_weights=False)[0]  # (4000, 6, 8)
-    mean, sem = draws.mean(0), draws.std(0) / 4000 ** 0.5
+        draws = m.train()(x, x, x, need_weights=False)[0]  # (n, 6, 8)
+    mean, sem = draws.mean(0), draws.std(0) / n ** 0.5
     assert (sem > 0).all()
     assert ((mean - ref).abs() <= 6 * sem + 1e-6).all()
 

@@ -13,9 +13,10 @@ from selfattn.attention import (
 from selfattn.attention.blocked import blocked_attention
 from selfattn.attention.chunked import chunked_attention
 from selfattn.attention.math import math_attention
+from selfattn.attention.triton_flash import triton_attention
 
 ALL = tuple(BACKENDS)
-FAST = ("chunked", "blocked")
+FAST = ("chunked", "blocked", "triton")
 
 
 def qkv(b=2, h=2, lq=5, lk=6, d=8, dv=8, hkv=None, dtype=torch.float32, grad=False, seed=0):
@@ -215,7 +216,8 @@ def test_dropout_is_reproducible_and_exact_in_backward(backend):
     q, k, v = qkv(b=1, h=2, lq=6, lk=7, d=4, dv=3, dtype=torch.float64, grad=True)
     mask = torch.rand(6, 7, generator=torch.Generator().manual_seed(3)) > 0.3
     run = {"chunked": lambda r: chunked_attention(r, block_q=4, block_k=3),
-           "blocked": lambda r: blocked_attention(r, block_q=4)}[backend]
+           "blocked": lambda r: blocked_attention(r, block_q=4),
+           "triton": triton_attention}[backend]
 
     def f(q, k, v):
         torch.manual_seed(123)  # the same dropout pattern on every call
