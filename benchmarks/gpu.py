@@ -4,6 +4,7 @@ speed, and our attention against torch's SDPA, in one short table (a few minutes
     bash benchmarks/gpu.sh                      # needs a CUDA device; exits 2 with one line if none
     bash benchmarks/gpu.sh --peak-tflops 989    # the dense bf16 peak MFU is measured against
     bash benchmarks/gpu.sh --dry-run            # the same code path on CPU, tiny config, seconds
+    bash benchmarks/gpu.sh --parts train --attn-backend triton   # training MFU on our Triton kernels
 
 1. Training: our GPT at GPT-2 124M's shape (12 layers, 12 heads, width 768, context 1024; vocab
    padded from 50257 to 50304, a multiple of 64, as nanoGPT does), ``attn_backend="torch"`` (torch's
@@ -26,6 +27,7 @@ numbers meaningless). ``--budget-s`` stops starting new parts once that many sec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import statistics
 import sys
@@ -128,7 +130,8 @@ def train_part(plan: Plan, device: torch.device, compile_model: bool, peak_flops
     tokens_s = B * T / per_step
     mfu = tokens_s * model.flops_per_token(T, training=True) / peak_flops
     mem = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "—"
-    what = f"GPT-2 124M shape, batch {B}×{T}, bf16 autocast, {'compiled' if compile_model else 'eager'}, SDPA"
+    attn = {"torch": "SDPA", "triton": "our Triton kernels"}.get(cfg.attn_backend, cfg.attn_backend)
+    what = f"GPT-2 124M shape, batch {B}×{T}, bf16 autocast, {'compiled' if compile_model else 'eager'}, {attn}"
     rows = [["train", what, "ms/step", f"{per_step * 1e3:.1f}", "—"],
             ["train", what, "tokens/s", f"{tokens_s:,.0f}", "—"],
             ["train", what, f"MFU vs {peak_flops / 1e12:.0f} TFLOP/s", f"{100 * mfu:.1f}%", "≥ 45%"],
@@ -252,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="timed training steps")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the training model (default: on; off with --dry-run)")
+    p.add_argument("--attn-backend", choices=["torch", "triton"], default="torch",
+                   help="the training model's attention: torch's SDPA (flash) or our Triton kernels")
     p.add_argument("--parts", nargs="+", choices=["train", "generate", "attention"],
                    default=["train", "generate", "attention"])
     p.add_argument("--budget-s", type=float, default=420.0, help="start no new part after this many seconds")
@@ -272,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device("cpu" if args.dry_run else "cuda")
     plan = dry_plan() if args.dry_run else real_plan(args.batch, args.steps)
+    plan = dataclasses.replace(plan, model=dataclasses.replace(plan.model, attn_backend=args.attn_backend))
     compile_model = (not args.dry_run) if args.compile is None else args.compile
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (optimizer, loss) on tensor cores

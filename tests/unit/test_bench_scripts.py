@@ -33,6 +33,13 @@ def test_gpu_script_dry_run_runs_every_part_on_cpu(tmp_path):
     assert "dry run: numbers mean nothing" in text and "tokens/s after first" in text
 
 
+def test_gpu_script_trains_on_our_triton_kernels_when_asked(tmp_path):
+    r = subprocess.run([sys.executable, "benchmarks/gpu.py", "--dry-run", "--parts", "train", "--attn-backend", "triton",
+                        "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "our Triton kernels" in r.stdout and "| failed |" not in r.stdout
+
+
 def test_gpu_script_peak_is_a_flag_and_bad_values_are_refused(tmp_path):
     r = subprocess.run([sys.executable, "benchmarks/gpu.py", "--dry-run", "--parts", "train", "--peak-tflops", "756",
                         "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
