@@ -86,10 +86,11 @@ def _mask_4d(mask: torch.Tensor | None, query: torch.Tensor, shape4: tuple, acc:
 
 
 def _launch_args(q4, k4, v4, mask4, is_causal, causal_offset, scale, dropout_p, seed):
-    """What the three kernels share: their grid sizes, the strides and sizes, the constexprs."""
+    """What the three kernels share: the mask argument and its strides, the sizes and scalars, the
+    constexprs (meta), and the accumulation dtype."""
     import triton.language as tl
 
-    B, H, Lq, D = q4.shape
+    _, H, Lq, D = q4.shape
     Lk, Dv = k4.shape[-2], v4.shape[-1]
     dtype = q4.dtype
     acc = torch.float64 if dtype == torch.float64 else torch.float32
