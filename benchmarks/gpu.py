@@ -240,6 +240,7 @@ def triton_error_row(q, k, v, dout, L: int) -> list[str]:
             + ("" if ok else " (too large)"), "≤ 2× sdpa's"]
 
 
+# ------------------------------------------------------------------------------------------ main
 def gpu_tag(device: torch.device) -> str:
     if device.type != "cuda":
         return "cpu-dry-run"

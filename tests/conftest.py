@@ -10,11 +10,10 @@ settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-# backend="triton" runs its kernels under Triton's CPU interpreter where there is no GPU: the
-# same kernels, checked by every test that goes through the backends. Triton reads this when the
-# kernels are first imported, so it is set before any test imports them.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+# The tests' tensors live on the CPU, so backend="triton" runs its kernels under Triton's CPU
+# interpreter (on a GPU machine too): the same kernels, checked by every test that goes through the
+# backends. Triton reads this when the kernels are first imported, so it is set before any test does.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Two cores: keep each test process on a fixed, small thread count so results are repeatable.
 torch.set_num_threads(int(os.environ.get("SELFATTN_TEST_THREADS", "1")))
